@@ -1,0 +1,527 @@
+"""Typed run configuration: the one source of every default.
+
+A run config is a tree of dataclasses. ``RunConfig.from_dict`` rejects unknown keys and bad values with the
+dotted key in the message (all problems at once, as ``ConfigError.problems``); ``to_dict`` round-trips.
+Method hyperparameters are declared in ``METHOD_PARAMS`` with their valid ranges and the paper section they
+come from, so search spaces can be validated against them before any work starts.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem; ``problems`` lists every ``dotted.key: message`` found."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("invalid configuration:\n  " + "\n  ".join(self.problems))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Method hyperparameters: declared once, with ranges, used for config validation and search-space validation.
+# --------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Param:
+    """One method hyperparameter: default, valid range or choices, and where it comes from."""
+
+    default: Any
+    kind: type = float
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # True: low itself is not allowed
+    high_open: bool = False
+    choices: tuple | None = None
+    ref: str = ""
+
+    def check(self, value: Any) -> str | None:
+        """Return a problem description, or None when ``value`` is valid."""
+        if self.choices is not None:
+            return None if value in self.choices else f"{value!r} is not one of {list(self.choices)}"
+        if self.kind is bool:
+            return None if isinstance(value, bool) else f"{value!r} is not a boolean"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{value!r} is not a number"
+        if self.kind is int and not float(value).is_integer():
+            return f"{value!r} is not an integer"
+        if not math.isfinite(float(value)):
+            return f"{value!r} is not finite"
+        return self.range_problem(float(value), float(value))
+
+    def range_problem(self, lo: float, hi: float) -> str | None:
+        """Problem if the interval [lo, hi] leaves the valid range (used for search distributions too)."""
+        if self.low is not None and (lo < self.low or (self.low_open and lo <= self.low)):
+            return f"{lo!r} is below the valid range {self.describe_range()}"
+        if self.high is not None and (hi > self.high or (self.high_open and hi >= self.high)):
+            return f"{hi!r} is above the valid range {self.describe_range()}"
+        return None
+
+    def describe_range(self) -> str:
+        left = "(" if self.low_open or self.low is None else "["
+        right = ")" if self.high_open or self.high is None else "]"
+        lo = "-inf" if self.low is None else repr(self.low)
+        hi = "inf" if self.high is None else repr(self.high)
+        return f"{left}{lo}, {hi}{right}"
+
+    def coerce(self, value: Any) -> Any:
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if self.kind is int and isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
+
+METHOD_PARAMS: dict[str, dict[str, Param]] = {
+    # DiffAug-GAN baseline: projection D with hard labels (Softlabel-GAN Table 4, "cGAN").
+    "cgan": {},
+    # Smooth-GAN: real label (1-alpha)*onehot + alpha/K (REFERENCE "Softlabel-GAN and its baselines"; alpha 0.1).
+    "smooth": {"alpha": Param(0.1, float, 0.0, 1.0, ref="REFERENCE Smooth-GAN, alpha = 0.1")},
+    # Softlabel-GAN: classifier softmax as real labels (Katsumata et al. Eq. 3, Sec. 4.2-4.3); no own knobs.
+    "softlabel": {},
+    # Mixup: one lambda ~ Beta(a, a) per batch on real images and labels (REFERENCE, a = 0.2).
+    "mixup": {"a": Param(0.2, float, 0.0, None, low_open=True, ref="REFERENCE Mixup baseline, Beta(0.2, 0.2)")},
+    # Oversampling: per-class sampling weight proportional to count^(-power); power 1 = class balanced.
+    "oversample": {"power": Param(1.0, float, 0.0, 1.0, ref="REFERENCE Oversample baseline, count^-alpha")},
+    # CBGAN (Rangwani et al. Eq. 5-7, App. 6.4.1): lambda/K * sum_k w_k pbar_k log pbar_k; N_k decays per cycle.
+    "cbgan": {
+        "lambda": Param(7.5, float, 0.0, None, ref="CBGAN Table 5 / App. 6.4.1; CIFAR-10 rho=10 -> 7.5"),
+        "alpha": Param(0.5, float, 0.0, 1.0, low_open=True, ref="CBGAN Eq. 6, forgetting factor; default 0.5"),
+        "beta": Param("one", str, choices=("one", "alpha"), ref="CBGAN Eq. 6: beta = 1 or beta = alpha"),
+        "cycle": Param(2000, int, 1, None, ref="CBGAN Sec. 4 / Fig. 6, update_every = 2000"),
+        "init_count": Param(50.0, float, 1.0, None, ref="REFERENCE: official code initialises N_k = 50"),
+        "fake_labels": Param("uniform", str, choices=("uniform", "inverse_count"),
+                             ref="REFERENCE: fake labels uniform, optionally proportional to 1/N_k"),
+    },
+    # Content-style transfer (Timilsina et al.): Jacobian smoothness of the style map by finite difference.
+    "contentstyle": {
+        "lambda_j": Param(0.1, float, 0.0, None, ref="REFERENCE content-style, penalty weight 0.1"),
+        "epsilon": Param(0.5, float, 0.0, 1.0, low_open=True, ref="project page: eps in [0, 1]; official std 0.5"),
+        "content_dim": Param(64, int, 1, None, ref="split of the latent: content part z_C"),
+        "style_dim": Param(64, int, 1, None, ref="split of the latent: style part z_S"),
+    },
+}
+
+# Metric groups the evaluator can compute (names are stable: search spaces, MLflow and docs use them).
+# Each group reports the scalar keys listed; per-class vectors are reported beside them.
+METRIC_GROUPS: dict[str, tuple[str, ...]] = {
+    "fid": ("fid",),
+    "intra_fid": ("intra_fid", "intra_fid_std", "fid_many", "fid_medium", "fid_few"),
+    "kid": ("kid", "kid_few"),
+    "intra_kid": ("intra_kid",),
+    "is": ("is",),
+    "prdc": ("precision", "recall", "density", "coverage"),
+    "intra_prdc": ("intra_precision", "intra_recall", "intra_density", "intra_coverage"),
+    "lpips": ("lpips", "intra_lpips"),
+    "diversity": ("diversity", "intra_diversity"),
+    "class_accuracy": ("class_accuracy",),
+    "class_kl": ("class_kl",),
+    "cas": ("cas", "cas_real"),
+}
+
+
+def metric_keys(groups) -> set[str]:
+    """Scalar metric keys reported when the evaluator computes ``groups``."""
+    return {key for g in groups for key in METRIC_GROUPS.get(g, ())}
+
+
+# Reweighting transforms of the GAN-ensemble report (Slim 2020, Algorithm 1); "none" = independent seeds.
+REWEIGHTING_METHODS = ("none", "A_mu", "A_sigma", "B", "C")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The config tree. Field metadata: "choices" (allowed values), "min"/"max" (inclusive bounds), "help".
+# --------------------------------------------------------------------------------------------------------------
+def _f(default=dataclasses.MISSING, *, factory=None, choices=None, min=None, max=None, gt=None, help=""):
+    meta = {"choices": choices, "min": min, "max": max, "gt": gt, "help": help}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ImbalanceConfig:
+    """How the training split is made long-tailed (REFERENCE "Long-tailed datasets")."""
+
+    profile: str = _f("exponential", choices=("exponential", "step", "lognormal", "chi2", "pareto", "none"))
+    ratio: float = _f(10.0, min=1.0, help="rho = n_max / n_min for exponential and step")
+    minority_fraction: float = _f(0.5, min=0.0, max=1.0, help="mu: share of minority classes (step profile)")
+    total: int | None = _f(None, gt=0, help="total training images for lognormal/chi2/pareto (default: keep n_max*K/4)")
+    seed: int = _f(0, help="seed for per-class sample choice and the class shuffle of the Softlabel-GAN profiles")
+
+
+@dataclass
+class GroupsConfig:
+    """Many / medium / few class groups for tail metrics (UTLO index boundaries or gSR-GAN count thresholds)."""
+
+    by: str = _f("index", choices=("index", "count"))
+    boundaries: list[int] | None = _f(None, help="index boundaries [b1, b2]: many < b1 <= medium < b2 <= few; "
+                                              "None = the dataset's REFERENCE default")
+    thresholds: list[int] = _f(factory=lambda: [100, 40], help="count thresholds [many_gt, few_le]")
+
+
+@dataclass
+class DatasetConfig:
+    source: str = _f("digits", choices=("digits", "cifar10", "cifar100", "imagefolder"))
+    root: str | None = _f(None, help="local folder (cifar: torchvision layout; imagefolder: class subfolders)")
+    download: bool = _f(False, help="cifar only: let torchvision download when the files are missing")
+    resolution: int = _f(16, choices=(8, 16, 32, 64, 128))
+    channels: int = _f(1, choices=(1, 3))
+    eval_per_class: int = _f(30, min=1, help="held-out balanced evaluation images per class (digits, imagefolder)")
+    imbalance: ImbalanceConfig = _f(factory=ImbalanceConfig)
+    groups: GroupsConfig = _f(factory=GroupsConfig)
+
+
+@dataclass
+class ModelConfig:
+    arch: str = _f("sndcgan", choices=("sndcgan", "resnet", "biggan"))
+    width: float = _f(1.0, gt=0.0, help="channel multiplier; 1.0 = the paper's widths")
+    z_dim: int = _f(128, min=1)
+    g_conditional: bool = _f(True, help="class-conditional BatchNorm in G (False: unconditional G)")
+    d_conditional: bool = _f(True, help="projection head in D (False: unconditional D)")
+
+
+@dataclass
+class MethodConfig:
+    """``name`` plus that method's hyperparameters (``METHOD_PARAMS``), flat in YAML: {name: cbgan, lambda: 7.5}."""
+
+    name: str = "cgan"
+    params: dict = field(default_factory=dict)
+
+    def __getitem__(self, key: str):
+        return self.params[key]
+
+
+@dataclass
+class TrainConfig:
+    steps: int = _f(2000, min=1)
+    batch_size: int = _f(64, min=2)
+    lr_g: float = _f(2e-4, gt=0.0)
+    lr_d: float = _f(2e-4, gt=0.0)
+    beta1: float = _f(0.5, min=0.0, max=1.0)
+    beta2: float = _f(0.999, min=0.0, max=1.0)
+    n_dis: int = _f(1, min=1, help="discriminator steps per generator step")
+    loss: str = _f("auto", choices=("auto", "hinge", "relativistic", "nonsaturating"),
+                   help="auto = the method's paper loss (relativistic for cbgan, hinge otherwise)")
+    diffaugment: str = _f("color,translation,cutout", help="comma-separated DiffAugment policy; '' = off")
+    ema_start: int = _f(0, min=0, help="step from which G's EMA is updated")
+    ema_decay: float = _f(0.999, min=0.0, max=1.0)
+    eval_every: int = _f(250, min=1)
+    seed: int = _f(0)
+    device: str = _f("auto", help="auto | cpu | cuda | cuda:N")
+    amp: bool = _f(False, help="mixed precision on CUDA (ignored with a warning on CPU)")
+
+
+@dataclass
+class ClassifierConfig:
+    """The pretrained classifier C (methods) and the balanced annotator (metrics) share these settings."""
+
+    arch: str = _f("auto", choices=("auto", "cnn", "resnet32"), help="auto: cnn below 32 px, resnet32 otherwise")
+    epochs: int = _f(30, min=1)
+    batch_size: int = _f(128, min=2)
+    lr: float = _f(1e-3, gt=0.0)
+    entropy_bonus: float = _f(0.0, min=0.0, help="Softlabel-GAN: CE - w * entropy, w = 0.3 in the paper")
+    seed: int = _f(0)
+
+
+@dataclass
+class CASConfig:
+    """Classification Accuracy Score: classifier trained on generated data, tested on the real eval split."""
+
+    steps: int = _f(500, min=1)
+    batch_size: int = _f(128, min=2)
+    flips: bool = _f(True)
+    crops: bool = _f(True)
+    filter_threshold: float | None = _f(None, min=0.0, max=1.0, help="p_t: keep samples the filter gives >= p_t")
+    truncation: float | None = _f(None, gt=0.0, help="psi: truncate latents to |z| <= psi (None = off)")
+
+
+@dataclass
+class EvalConfig:
+    features: str = _f("annotator", choices=("annotator", "inception"))
+    weights_path: str | None = _f(None, help="inception: path to pt_inception-2015-12-05 weights")
+    samples_per_class: int = _f(100, min=2)
+    metrics: list[str] = _f(factory=lambda: ["fid", "intra_fid", "kid", "class_accuracy", "class_kl"])
+    kid_subsets: int = _f(100, min=1)
+    kid_subset_size: int = _f(1000, min=2)
+    prdc_k: int = _f(5, min=1)
+    use_ema: bool = _f(True)
+    cas: CASConfig = _f(factory=CASConfig)
+
+
+@dataclass
+class EnsembleConfig:
+    """GAN ensemble with sample reweighting (Slim 2020): |G| members trained in sequence."""
+
+    size: int = _f(1, min=1, max=10)
+    reweighting: str = _f("none", choices=REWEIGHTING_METHODS)
+    generator_weights: list[float] | None = _f(None, help="sampling weight per member (None = uniform)")
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "RunConfig":
+        problems: list[str] = []
+        cfg = _build(cls, data or {}, "", problems)
+        if not problems:
+            problems.extend(_cross_checks(cfg))
+        if problems:
+            raise ConfigError(problems)
+        return cfg
+
+    def to_dict(self) -> dict:
+        return _to_dict(self)
+
+    @classmethod
+    def from_yaml(cls, path: str) -> "RunConfig":
+        return cls.from_dict(load_yaml(path))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self, overrides: dict[str, Any]) -> "RunConfig":
+        """A new config with dotted-key overrides applied (validated)."""
+        return RunConfig.from_dict(apply_overrides(self.to_dict(), overrides))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------------------
+def load_yaml(path: str) -> dict:
+    """Read a YAML mapping with ``yaml.safe_load``; errors name the path."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML ({exc})".replace("\n", " ")]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: expected a mapping at the top level, got {type(data).__name__}"])
+    return data
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """Parse ``--set dotted.key=value`` items; values are YAML scalars (``1e-3``, ``true``, ``[1, 2]``)."""
+    out: dict[str, Any] = {}
+    problems = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            problems.append(f"--set {item!r}: expected dotted.key=value")
+            continue
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
+    """Set dotted keys in a nested dict (copy). Intermediate mappings are created as needed."""
+    data = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+    return data
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> {dotted.key: value} (lists stay values). Used for MLflow params and space validation."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def valid_keys() -> set[str]:
+    """Every dotted key a run config accepts, method parameters included as ``method.<param>``."""
+    keys = set(flatten(RunConfig().to_dict()))
+    keys.discard("method.name")
+    keys.add("method.name")
+    for params in METHOD_PARAMS.values():
+        keys.update(f"method.{p}" for p in params)
+    return keys
+
+
+def field_spec(dotted: str, method: str | None = None):
+    """(type, metadata) for a dotted config key, or a ``Param`` for ``method.<param>``; None when unknown."""
+    parts = dotted.split(".")
+    if parts[0] == "method" and len(parts) == 2 and parts[1] != "name":
+        return METHOD_PARAMS.get(method or "", {}).get(parts[1])
+    cls: Any = RunConfig
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(cls):
+            return None
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if part not in fields:
+            return None
+        fld = fields[part]
+        tp = typing.get_type_hints(cls)[part]
+        if i == len(parts) - 1:
+            return tp, fld.metadata
+        cls = tp
+    return None
+
+
+def _build(cls, data: Any, prefix: str, problems: list[str]):
+    if not isinstance(data, dict):
+        problems.append(f"{prefix.rstrip('.') or '<root>'}: expected a mapping, got {data!r}")
+        return cls()
+    if cls is MethodConfig:
+        return _build_method(data, prefix, problems)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            problems.append(f"{dotted}: unknown key (valid: {', '.join(sorted(fields))})")
+            continue
+        kwargs[key] = _convert(hints[key], value, dotted, fields[key].metadata, problems)
+    return cls(**kwargs)
+
+
+def _build_method(data: dict, prefix: str, problems: list[str]) -> MethodConfig:
+    name = data.get("name", "cgan")
+    if name not in METHOD_PARAMS:
+        problems.append(f"{prefix}name: unknown method {name!r} (valid: {', '.join(METHOD_PARAMS)})")
+        return MethodConfig(name=str(name))
+    spec = METHOD_PARAMS[name]
+    params = {}
+    for key, value in data.items():
+        if key == "name":
+            continue
+        if key not in spec:
+            valid = ", ".join(spec) or "none"
+            problems.append(f"{prefix}{key}: unknown parameter for method {name!r} (valid: {valid})")
+            continue
+        problem = spec[key].check(value)
+        if problem:
+            problems.append(f"{prefix}{key}: {problem}")
+            continue
+        params[key] = spec[key].coerce(value)
+    for key, param in spec.items():
+        params.setdefault(key, param.default)
+    return MethodConfig(name=name, params=params)
+
+
+def _convert(tp, value, dotted: str, meta, problems: list[str]):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        non_none = [a for a in args if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(non_none[0], value, dotted, meta, problems)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, dotted + ".", problems)
+    if origin is list:
+        if not isinstance(value, list):
+            problems.append(f"{dotted}: expected a list, got {value!r}")
+            return value
+        return [_convert(args[0], v, f"{dotted}[{i}]", {}, problems) for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{dotted}: expected a mapping, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{dotted}: expected true/false, got {value!r}")
+        return value
+    if tp in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{dotted}: expected a number, got {value!r}")
+            return value
+        if tp is int and not float(value).is_integer():
+            problems.append(f"{dotted}: expected an integer, got {value!r}")
+            return value
+        if not math.isfinite(float(value)):
+            problems.append(f"{dotted}: expected a finite number, got {value!r}")
+            return value
+        value = tp(value)
+    elif tp is str and not isinstance(value, str):
+        problems.append(f"{dotted}: expected a string, got {value!r}")
+        return value
+    if meta:
+        if meta.get("choices") is not None and value not in meta["choices"]:
+            problems.append(f"{dotted}: {value!r} is not one of {list(meta['choices'])}")
+        if meta.get("min") is not None and value < meta["min"]:
+            problems.append(f"{dotted}: {value!r} is below the minimum {meta['min']}")
+        if meta.get("max") is not None and value > meta["max"]:
+            problems.append(f"{dotted}: {value!r} is above the maximum {meta['max']}")
+        if meta.get("gt") is not None and value <= meta["gt"]:
+            problems.append(f"{dotted}: {value!r} must be greater than {meta['gt']}")
+    return value
+
+
+def _cross_checks(cfg: RunConfig) -> list[str]:
+    """Checks that involve more than one key."""
+    problems = []
+    ds = cfg.dataset
+    if ds.source in ("cifar10", "cifar100", "imagefolder") and not ds.root:
+        problems.append(f"dataset.root: required for source {ds.source!r} (a local folder)")
+    if ds.source == "digits" and ds.resolution not in (8, 16, 32):
+        problems.append(f"dataset.resolution: digits supports 8, 16 or 32, got {ds.resolution}")
+    if ds.groups.boundaries is not None and (len(ds.groups.boundaries) != 2
+                                             or ds.groups.boundaries[0] > ds.groups.boundaries[1]):
+        problems.append(f"dataset.groups.boundaries: expected [b1, b2] with b1 <= b2, got {ds.groups.boundaries}")
+    if len(ds.groups.thresholds) != 2 or ds.groups.thresholds[0] < ds.groups.thresholds[1]:
+        problems.append(f"dataset.groups.thresholds: expected [many_gt, few_le] with many_gt >= few_le, "
+                        f"got {ds.groups.thresholds}")
+    if cfg.method.name == "contentstyle":
+        p = cfg.method.params
+        if p["content_dim"] + p["style_dim"] != cfg.model.z_dim:
+            problems.append(f"method.content_dim + method.style_dim must equal model.z_dim "
+                            f"({p['content_dim']} + {p['style_dim']} != {cfg.model.z_dim})")
+    weights = cfg.ensemble.generator_weights
+    if weights is not None:
+        if len(weights) != cfg.ensemble.size:
+            problems.append(f"ensemble.generator_weights: {len(weights)} weights for ensemble.size {cfg.ensemble.size}")
+        elif any(w < 0 for w in weights) or sum(weights) <= 0:
+            problems.append(f"ensemble.generator_weights: weights must be >= 0 with a positive sum, got {weights}")
+    for i, name in enumerate(cfg.eval.metrics):
+        if name not in METRIC_GROUPS:
+            problems.append(f"eval.metrics[{i}]: unknown metric {name!r} (valid: {', '.join(METRIC_GROUPS)})")
+    if cfg.train.eval_every > cfg.train.steps:
+        problems.append(f"train.eval_every: {cfg.train.eval_every} exceeds train.steps {cfg.train.steps}")
+    return problems
+
+
+def _to_dict(obj) -> Any:
+    if isinstance(obj, MethodConfig):
+        return {"name": obj.name, **copy.deepcopy(obj.params)}
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list):
+        return [_to_dict(v) for v in obj]
+    return copy.deepcopy(obj)

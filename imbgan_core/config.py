@@ -328,6 +328,9 @@ def parse_set(items: list[str]) -> dict[str, Any]:
         if not sep or not key:
             problems.append(f"--set {item!r}: expected dotted.key=value")
             continue
+        if not raw.strip():
+            out[key.strip()] = ""  # `key=` means the empty string (e.g. train.diffaugment= turns it off)
+            continue
         try:
             out[key.strip()] = yaml.safe_load(raw)
         except yaml.YAMLError:

@@ -245,7 +245,8 @@ class CASConfig:
 @dataclass
 class EvalConfig:
     features: str = _f("annotator", choices=("annotator", "inception"))
-    weights_path: str | None = _f(None, help="inception: path to pt_inception-2015-12-05 weights")
+    weights_path: str | None = _f(None, help="inception: path to torch-fidelity's weights-inception-2015-12-05-"
+                                             "6726825d.pth (default: $TORCH_HOME/hub/checkpoints); never downloaded")
     samples_per_class: int = _f(100, min=2)
     metrics: list[str] = _f(factory=lambda: ["fid", "intra_fid", "kid", "class_accuracy", "class_kl"])
     kid_subsets: int = _f(100, min=1)
@@ -262,6 +263,8 @@ class EnsembleConfig:
     size: int = _f(1, min=1, max=10)
     reweighting: str = _f("none", choices=REWEIGHTING_METHODS)
     generator_weights: list[float] | None = _f(None, help="sampling weight per member (None = uniform)")
+    samples_per_class: int = _f(100, min=1, help="generated images per class and previous member for Algorithm 1's "
+                                                 "distances (Slim 2020 Sec. 5.2 used 50k = 5k per class)")
 
 
 @dataclass

@@ -1,0 +1,154 @@
+"""Feature spaces for metrics: one pass over uint8 images gives features (FID, KID, PRDC, diversity) and logits (IS).
+
+- ``annotator``: the balanced annotator classifier's penultimate features and logits, at the data resolution. Works
+  offline and is the default for the embedded data. Its FID is a *domain* FID, not comparable to Inception FID
+  (REFERENCE "Metrics"); results carry ``meta["feature_space"]`` so the two are never mixed up.
+- ``inception``: torch-fidelity's InceptionV3 with the FID weights (2048-d pool features, unbiased logits for IS),
+  registered in torch-fidelity's extractor registry as ``imbgan-inception-v3``. The weights come from
+  ``$TORCH_HOME/hub/checkpoints`` or ``eval.weights_path``; nothing is ever downloaded: a missing file is a
+  ``MissingWeightsError`` naming the file, the folder searched and where to get it. It resizes every image to 299 px
+  itself with one fixed filter (TF1-compatible bilinear); grey images are repeated to 3 channels.
+
+Both take uint8 images: generated images are quantised exactly like real ones first (``imbgan_core.viz.to_uint8``).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import torch
+from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+from torch_fidelity.utils import create_feature_extractor
+
+INCEPTION_FILE = URL_INCEPTION_V3.rsplit("/", 1)[-1]  # weights-inception-2015-12-05-6726825d.pth
+INCEPTION_REGISTRY_NAME = "imbgan-inception-v3"
+INCEPTION_OUTPUTS = ["2048", "logits_unbiased"]  # torch-fidelity's layers for FID/KID/PRC and for IS
+FEATURE_SPACES = ("annotator", "inception")
+
+
+class MissingWeightsError(FileNotFoundError):
+    """Pretrained weights are not on disk; the message says which file, where it was looked for and how to get it."""
+
+
+def hub_checkpoint(filename: str, url: str, what: str, override: str | None = None,
+                   override_key: str | None = None) -> Path:
+    """Path of a pretrained weight file: ``override`` if given, else ``$TORCH_HOME/hub/checkpoints/<filename>``."""
+    if override:
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise MissingWeightsError(f"{override_key}: {what} weight file {path} does not exist")
+        return path
+    directory = Path(torch.hub.get_dir()) / "checkpoints"
+    path = directory / filename
+    if not path.is_file():
+        hint = f", or set {override_key} to the file's path" if override_key else ""
+        raise MissingWeightsError(
+            f"{what} weights not found: expected {filename} in {directory} (the torch hub cache, $TORCH_HOME/hub/"
+            f"checkpoints). imbgan never downloads at run time: on a machine with internet download {url} and copy "
+            f"it to {path}{hint}.")
+    return path
+
+
+def inception_weights(weights_path: str | None = None) -> Path:
+    """The InceptionV3 FID weight file (``eval.weights_path`` or the hub cache)."""
+    return hub_checkpoint(INCEPTION_FILE, URL_INCEPTION_V3, "InceptionV3 (FID)", weights_path, "eval.weights_path")
+
+
+def file_digest(path: Path) -> str:
+    """sha256 (first 16 hex chars) of a file's bytes: identifies weights whatever their file name."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+class SafeInceptionV3(FeatureExtractorInceptionV3):
+    """torch-fidelity's InceptionV3 loading its weights with ``weights_only=True`` and never from the internet.
+
+    torch-fidelity itself would download when no path is given and unpickle the file with ``weights_only=False``;
+    here the file is resolved first (clear error when missing), read as plain tensors, and only those tensors,
+    re-serialised in memory, reach the parent constructor.
+    """
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        path = inception_weights(feature_extractor_weights_path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        buffer.seek(0)
+        super().__init__(name, features_list, feature_extractor_weights_path=buffer, **kwargs)
+
+
+if INCEPTION_REGISTRY_NAME not in FEATURE_EXTRACTORS_REGISTRY:
+    register_feature_extractor(INCEPTION_REGISTRY_NAME, SafeInceptionV3)
+
+
+class AnnotatorFeatures:
+    """Penultimate features and logits of the balanced annotator (offline "domain" feature space)."""
+
+    name = "annotator"
+    batch_size = 512
+
+    def __init__(self, annotator, device="cpu"):
+        self.net = annotator.to(device).eval()
+        self.device = device
+        self.dim = int(annotator.feature_dim)
+        self.cache_key = annotator.cache_key
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward pass: the classifier net's logits are ``head(features(x))`` (nets.classifier.ClassifierNet)."""
+        x = images.to(self.device).float().div(127.5).sub(1.0)  # uint8 -> [-1, 1], as ImageDataset.as_float
+        features = self.net.features(x)
+        return features.float().cpu(), self.net.net.head(features).float().cpu()
+
+
+class InceptionFeatures:
+    """torch-fidelity InceptionV3 (FID weights) through its extractor registry: 2048-d features, 1008 logits."""
+
+    name = "inception"
+    batch_size = 64
+    dim = 2048
+
+    def __init__(self, weights_path: str | None = None, device="cpu"):
+        path = inception_weights(weights_path)
+        self.cache_key = file_digest(path)
+        self.net = create_feature_extractor(INCEPTION_REGISTRY_NAME, INCEPTION_OUTPUTS, cuda=False, verbose=False,
+                                            feature_extractor_weights_path=str(path)).to(device)
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = images.to(self.device)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        features, logits = self.net(x)
+        return features.float().cpu(), logits.float().cpu()
+
+
+def build_extractor(features: str, annotator=None, weights_path: str | None = None, device="cpu"):
+    """The feature space named by ``eval.features``."""
+    if features == "annotator":
+        if annotator is None:
+            raise ValueError("eval.features: 'annotator' needs the balanced annotator classifier, none was given")
+        return AnnotatorFeatures(annotator, device)
+    if features == "inception":
+        return InceptionFeatures(weights_path, device)
+    raise ValueError(f"eval.features: {features!r} is not one of {list(FEATURE_SPACES)}")
+
+
+def extract(extractor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and logits of uint8 images, in the extractor's batch size."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"feature extraction takes uint8 images, got {images.dtype}")
+    features, logits = [], []
+    for batch in images.split(extractor.batch_size):
+        f, lg = extractor(batch)
+        features.append(f)
+        logits.append(lg)
+    if not features:
+        raise ValueError("no images to extract features from")
+    return torch.cat(features), torch.cat(logits)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -306,11 +307,31 @@ class RunConfig:
 # --------------------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------------------
+class SafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-3`` as a float (YAML 1.2 style; PyYAML's 1.1 rules need ``1.0e-3``)."""
+
+
+SafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def safe_load(text_or_stream) -> Any:
+    """Parse with the safe loader above (what ``yaml.load(..., Loader=SafeLoader)`` does): no arbitrary objects."""
+    loader = SafeLoader(text_or_stream)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def load_yaml(path: str) -> dict:
-    """Read a YAML mapping with ``yaml.safe_load``; errors name the path."""
+    """Read a YAML mapping safely; errors name the path."""
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = safe_load(fh)
     except FileNotFoundError:
         raise ConfigError([f"{path}: file not found"]) from None
     except yaml.YAMLError as exc:
@@ -335,9 +356,10 @@ def parse_set(items: list[str]) -> dict[str, Any]:
             out[key.strip()] = ""  # `key=` means the empty string (e.g. train.diffaugment= turns it off)
             continue
         try:
-            out[key.strip()] = yaml.safe_load(raw)
+            value = safe_load(raw)
         except yaml.YAMLError:
-            out[key.strip()] = raw
+            value = raw
+        out[key.strip()] = value
     if problems:
         raise ConfigError(problems)
     return out

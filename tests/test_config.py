@@ -58,6 +58,7 @@ def test_epsilon_range_is_open_at_zero():
 
 
 def test_overrides_and_set_parsing():
+    assert parse_set(["train.lr_g=1e-3", "name=abc"]) == {"train.lr_g": 1e-3, "name": "abc"}
     sets = parse_set(["train.steps=300", "method.name=smooth", "method.alpha=0.2", "train.diffaugment="])
     assert sets == {"train.steps": 300, "method.name": "smooth", "method.alpha": 0.2, "train.diffaugment": ""}
     cfg = RunConfig().replace(sets)
@@ -78,6 +79,13 @@ def test_key_introspection():
     assert tp is int and meta["min"] == 1
     assert field_spec("train.nope") is None
     assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": {}}) == {"a.b": 1, "a.c": [1, 2], "d": {}}
+
+
+def test_yaml_reads_exponent_floats(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train: {lr_g: 1e-3, lr_d: 2E-4}\nname: 1e3x\n")
+    cfg = RunConfig.from_yaml(str(path))
+    assert cfg.train.lr_g == 1e-3 and cfg.train.lr_d == 2e-4 and cfg.name == "1e3x"
 
 
 def test_yaml_errors_name_the_path(tmp_path):

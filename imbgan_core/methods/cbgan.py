@@ -1,0 +1,73 @@
+"""cbgan — the class-balancing regularizer of Rangwani et al. (UAI 2021), Eq. 5-7 and App. 6.4.1.
+
+Effective class counts N̂_k start at ``init_count`` (50, REFERENCE); during a cycle the pretrained classifier's
+argmax on generated images (before DiffAugment) is counted as c_k; at the end of each cycle
+N̂ ← (1 − α) N̂ + β c (Eq. 5, β = 1 or β = α), clamped to ≥ 1 (REFERENCE, official code). Weights
+w_k = 1/N̂_k normalised to sum to K (equivalent to Eq. 6-7's 1/N_k up to a constant); the generator minimises
+λ/K · Σ_k w_k p̄_k log p̄_k with p̄ the batch mean of C's softmax (Eq. 7, λ/K per App. 6.4.1).
+"""
+from __future__ import annotations
+
+import torch
+
+from .base import Method
+
+
+def update_effective_counts(counts: torch.Tensor, cycle_counts: torch.Tensor, alpha: float, beta_mode: str
+                            ) -> torch.Tensor:
+    """Eq. 5: N̂ ← (1 − α) N̂ + β c with β = 1 ("one") or β = α ("alpha"); clamped to ≥ 1."""
+    beta = 1.0 if beta_mode == "one" else alpha
+    return ((1 - alpha) * counts + beta * cycle_counts).clamp_min(1.0)
+
+
+def class_weights_from_counts(counts: torch.Tensor) -> torch.Tensor:
+    """w_k = (1/N̂_k) normalised to sum to K (REFERENCE)."""
+    inv = 1.0 / counts
+    return inv * (counts.numel() / inv.sum())
+
+
+def balance_regularizer(probs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Σ_k w_k p̄_k log p̄_k with p̄ the batch-mean softmax (Eq. 7); minimising it spreads mass to low-N̂ classes."""
+    p_mean = probs.mean(dim=0)
+    return (weights * p_mean * torch.log(p_mean.clamp_min(1e-12))).sum()
+
+
+class CBGAN(Method):
+    name = "cbgan"
+    default_loss = "relativistic"  # CBGAN Eq. 17 / REFERENCE
+    needs_classifier = True
+
+    def __init__(self, params, num_classes, assets=None, device="cpu"):
+        super().__init__(params, num_classes, assets, device)
+        classifier = getattr(assets, "classifier", None)
+        if classifier is None:
+            raise ValueError("method 'cbgan' needs the pretrained classifier (assets.classifier), got None")
+        self.classifier = classifier.to(self.device).eval().requires_grad_(False)
+        self.counts = torch.full((num_classes,), float(params["init_count"]), dtype=torch.float64)
+        self.cycle_counts = torch.zeros(num_classes, dtype=torch.float64)
+
+    def fake_labels(self, n, gen):
+        """Uniform classes, or ∝ 1/N̂_k with ``fake_labels: inverse_count`` (CBGAN App. 6.4.3, iNaturalist)."""
+        if self.params["fake_labels"] == "uniform":
+            return super().fake_labels(n, gen)
+        return torch.multinomial(1.0 / self.counts, n, replacement=True, generator=gen).to(self.device)
+
+    def generator_terms(self, generator, z, y, fake, gen):
+        probs = torch.softmax(self.classifier(fake).float(), dim=1)
+        self.cycle_counts += torch.bincount(probs.argmax(dim=1), minlength=self.num_classes).double().cpu()
+        weights = class_weights_from_counts(self.counts).to(probs)
+        reg = balance_regularizer(probs, weights)
+        return {"cbgan_reg": self.params["lambda"] / self.num_classes * reg}
+
+    def after_step(self, step):
+        if step % self.params["cycle"] == 0:
+            self.counts = update_effective_counts(self.counts, self.cycle_counts, self.params["alpha"],
+                                                  self.params["beta"])
+            self.cycle_counts = torch.zeros_like(self.cycle_counts)
+
+    def state_dict(self):
+        return {"counts": self.counts.clone(), "cycle_counts": self.cycle_counts.clone()}
+
+    def load_state_dict(self, state):
+        self.counts = state["counts"].to(torch.float64).clone()
+        self.cycle_counts = state["cycle_counts"].to(torch.float64).clone()

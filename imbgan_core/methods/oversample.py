@@ -1,0 +1,12 @@
+"""oversample — real images drawn with per-class weight ∝ count^(−power); power 1 = class-balanced sampling
+(Softlabel-GAN Table 4 baseline; REFERENCE "Oversample baseline")."""
+from __future__ import annotations
+
+from .base import Method
+
+
+class Oversample(Method):
+    name = "oversample"
+
+    def class_weights(self, counts: list[int]) -> list[float]:
+        return [float(c) ** -self.params["power"] if c > 0 else 0.0 for c in counts]

@@ -1,0 +1,123 @@
+"""End-to-end: ``python -m trainables.tune`` on digits-LT through real Ray, Optuna (TPE), ASHA and MLflow (sqlite).
+
+One tiny sweep (3 trials x 60 steps, evaluation every 20, ASHA grace 20 / factor 3, one trial at a time so ASHA
+has earlier results to compare with) runs once per module; the tests below read what it left behind.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from helpers_sweep import (TINY_RUN, cli_args, mlflow_runs, optuna_trials, read_json, run_cli, short_tmpdir,
+                           split_runs, sweep_env, write_space)
+from trainables import reporting
+
+pytestmark = pytest.mark.slow
+
+NUM_TRIALS, MAX_STEPS = 3, 60
+
+
+@pytest.fixture(scope="module")
+def sweep(cache_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    ray_tmp = short_tmpdir()
+    space = write_space(root / "space.yaml", name="e2e",
+                        search={"num_samples": NUM_TRIALS,
+                                "scheduler": {"asha": {"grace_period": 20, "reduction_factor": 3}}},
+                        resources={"cpus_per_trial": 1, "gpus_per_trial": "auto", "max_concurrent": 1})
+    results = root / "results"
+    proc = run_cli(cli_args(space, results), sweep_env(cache_dir, ray_tmp), timeout=400)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return {"out": proc.stdout, "results": results, "dir": results / "e2e"}
+
+
+def test_summary_files_and_table(sweep):
+    summary = read_json(sweep["dir"] / "summary.json")
+    assert len(summary["trials"]) == NUM_TRIALS
+    assert summary["best"]["state"] == reporting.COMPLETED
+    assert (sweep["dir"] / "trials.csv").read_text().count("\n") == NUM_TRIALS + 1
+    values = [t["metrics"]["intra_fid"] for t in summary["trials"] if t["state"] == reporting.COMPLETED]
+    assert values == sorted(values) and summary["best"]["metrics"]["intra_fid"] == values[0]
+    assert summary["total_steps"] == sum(t["steps"] for t in summary["trials"]) < NUM_TRIALS * MAX_STEPS + 1
+    with open(summary["best"]["sample_grid"], "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert summary["best"]["trial_id"] in sweep["out"] and "best trial" in sweep["out"]
+
+
+def test_one_progress_line_per_report(sweep):
+    summary = read_json(sweep["dir"] / "summary.json")
+    lines = [line for line in sweep["out"].splitlines() if line.startswith("trial ") and "intra_fid=" in line]
+    expected = sum(t["steps"] // 20 for t in summary["trials"])
+    assert len(lines) == expected, "\n".join(lines)
+    assert "Traceback" not in sweep["out"]
+
+
+def test_asha_stopped_trials_are_recorded_truthfully(sweep):
+    summary = read_json(sweep["dir"] / "summary.json")
+    states = {t["trial_id"]: t["state"] for t in summary["trials"]}
+    stopped = [tid for tid, state in states.items() if state == reporting.STOPPED]
+    assert stopped, f"ASHA stopped no trial: {states}"  # 3 sequential trials, rung at 20 of 60 steps
+    assert all(t["steps"] < MAX_STEPS for t in summary["trials"] if t["state"] == reporting.STOPPED)
+
+    trials = {t.user_attrs["ray_trial_id"]: t for t in optuna_trials(sweep["dir"] / "optuna.db")}
+    assert sorted(trials) == sorted(states)
+    for tid, state in states.items():
+        ot = trials[tid]
+        assert ot.user_attrs["final_state"] == state
+        if state == reporting.STOPPED:
+            assert ot.state == TrialState.PRUNED  # not COMPLETE: its value is a low-budget one
+            assert sorted(ot.intermediate_values) == [20]
+            assert ot.value == ot.intermediate_values[20]  # Optuna's convention for pruned trials
+        else:
+            assert ot.state == TrialState.COMPLETE and sorted(ot.intermediate_values) == [20, 40, 60]
+            final = next(t for t in summary["trials"] if t["trial_id"] == tid)["metrics"]["intra_fid"]
+            assert ot.value == pytest.approx(final)
+
+
+def test_mlflow_parent_and_trial_runs(sweep):
+    summary = read_json(sweep["dir"] / "summary.json")
+    uri = summary["mlflow"]["tracking_uri"]
+    assert uri == f"sqlite:///{sweep['results'] / 'mlflow.db'}"
+    parents, nested = split_runs(mlflow_runs(uri, "e2e"))
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].info.run_id == summary["mlflow"]["parent_run_id"]
+    assert len(nested) == NUM_TRIALS and {r.info.status for r in nested} == {"FINISHED"}
+    states = {t["trial_id"]: t["state"] for t in summary["trials"]}
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(uri)
+    for run in nested:
+        tags, params = run.data.tags, run.data.params
+        assert tags["final_state"] == states[tags["trial_id"]]
+        assert tags["method"] == "cbgan" and tags["searcher"] == "optuna-tpe"
+        assert float(params["method.lambda"]) > 0 and params["train.steps"] == str(MAX_STEPS)
+        history = client.get_metric_history(run.info.run_id, "intra_fid")
+        expected_steps = [20, 40, 60] if states[tags["trial_id"]] == reporting.COMPLETED else [20]
+        assert sorted(m.step for m in history) == expected_steps
+        files = {a.path for a in client.list_artifacts(run.info.run_id, "eval/step_000020")}
+        assert f"eval/step_000020/{reporting.SAMPLE_GRID}" in files
+        assert f"eval/step_000020/{reporting.PER_CLASS_CSV}" in files
+
+
+def test_best_yaml_trains_with_the_core_cli(sweep, cache_dir, tmp_path):
+    best = yaml.safe_load((sweep["dir"] / "best.yaml").read_text())
+    summary = read_json(sweep["dir"] / "summary.json")
+    assert best["method"]["lambda"] == pytest.approx(summary["best"]["config"]["method.lambda"])
+    assert best["train"]["steps"] == MAX_STEPS and best["dataset"] == _resolved(TINY_RUN)["dataset"]
+    out = tmp_path / "retrain"
+    proc = subprocess.run([sys.executable, "-m", "imbgan_core.train", "--config", str(sweep["dir"] / "best.yaml"),
+                           "--out", str(out)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "IMBGAN_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (out / "checkpoint.pt").exists() and (out / "samples.png").exists()
+
+
+def _resolved(run: dict) -> dict:
+    from imbgan_core.config import RunConfig
+    return RunConfig.from_dict(run).to_dict()

@@ -1,0 +1,216 @@
+"""Resume-safe MLflow mirror of a sweep: one parent run per sweep, one nested run per trial, all driver-side.
+
+Why not Ray's ``MLflowLoggerCallback`` / ``setup_mlflow``: after a driver restart the stock callback opens a second
+run per resumed trial and leaves the first RUNNING, and trial-side logging races on sqlite schema creation
+(REFERENCE.md, "Ray Tune / Optuna / MLflow facts"). Here the Ray trial id -> MLflow run id map is persisted as JSON
+in the sweep directory after every change, so a resumed sweep reopens the same runs, and every run is terminated
+(FINISHED / FAILED / KILLED) when its trial ends, when the sweep ends, and in ``close`` on failure.
+
+Artifacts travel inside checkpoints: the trainable writes them to ``artifacts/`` of each reported checkpoint,
+Ray persists checkpoints to the storage path (shared storage in a cluster), and this callback uploads them from
+there, so trials never talk to the tracking store.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from imbgan_core.config import flatten
+from trainables import reporting
+from trainables.spaces import searched, trial_run_config
+
+# Ray's own bookkeeping in every result: not metrics of the GAN.
+RAY_RESULT_KEYS = frozenset({
+    "timestamp", "time_this_iter_s", "pid", "training_iteration", "iterations_since_restore", "time_since_restore",
+    "done", "checkpoint_dir_name", "date", "hostname", "node_ip", "config", "trial_id", "experiment_tag",
+    "should_checkpoint", reporting.STEP, *reporting.FACTS,
+})
+# MLflow's limits per log_batch call.
+_BATCH_PARAMS, _BATCH_METRICS = 100, 1000
+RUN_STATUS = {reporting.COMPLETED: "FINISHED", reporting.STOPPED: "FINISHED", reporting.DIVERGED: "FINISHED",
+              reporting.ERROR: "FAILED"}
+
+
+def default_tracking_uri(results_dir: Path) -> str:
+    """sqlite store shared by every sweep in ``results_dir`` (MLflow's default backend since 3.7)."""
+    return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"
+
+
+def prepare_store(tracking_uri: str, experiment: str, artifact_root: Path | None) -> str:
+    """Create the store schema and the experiment once, on the driver, before any trial starts; return its id.
+
+    Concurrent first use of a fresh sqlite file races on schema creation (REFERENCE.md), so nothing else may be the
+    first to touch it. New experiments on a local store keep artifacts in ``artifact_root/<experiment>`` (a server
+    chooses its own).
+    """
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if artifact_root is not None and not tracking_uri.startswith(("http://", "https://")):
+        location = (Path(artifact_root).resolve() / experiment).as_uri()
+    return client.create_experiment(experiment, artifact_location=location)
+
+
+class MlflowSweepCallback(tune.Callback):
+    """Driver-side tune Callback mirroring every trial into MLflow; see the module docstring."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, sweep_name: str, run_map_path: Path,
+                 sweep_tags: dict[str, str]):
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.sweep_name = sweep_name
+        self.run_map_path = Path(run_map_path)
+        self.sweep_tags = sweep_tags
+        self._client: MlflowClient | None = None
+        self._map = load_run_map(self.run_map_path)
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
+
+    def __getstate__(self):  # Tuner pickles callbacks with the experiment; the client reconnects lazily
+        return {**self.__dict__, "_client": None}
+
+    @property
+    def parent_run_id(self) -> str | None:
+        return self._map["parent"]
+
+    def run_id(self, trial_id: str) -> str | None:
+        return self._map["trials"].get(trial_id)
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+    def setup(self, **info):
+        self._map = load_run_map(self.run_map_path)
+        if self._map["parent"] is None:
+            run = self.client.create_run(self.experiment_id, run_name=self.sweep_name,
+                                         tags={"sweep": self.sweep_name, **self.sweep_tags})
+            self._map["parent"] = run.info.run_id
+        else:
+            self.client.update_run(self._map["parent"], status="RUNNING")
+        self._save_map()
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._open_trial(trial)
+
+    def on_trial_restore(self, iteration, trials, trial, **info):
+        self._open_trial(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id = self._run_of(trial)
+        step = int(result.get(reporting.STEP, result.get("training_iteration", 0)))
+        names = [k for k in result if k not in RAY_RESULT_KEYS]
+        timestamp = int(float(result.get("timestamp", 0)) * 1000)
+        metrics = [Metric(k, v, timestamp, step) for k, v in reporting.numeric_metrics(result, names).items()]
+        tags = [RunTag(k, str(result[k])) for k in reporting.FACTS if k in result and k != "started_at"]
+        for i in range(0, max(len(metrics), 1), _BATCH_METRICS):
+            self.client.log_batch(run_id, metrics=metrics[i:i + _BATCH_METRICS], tags=tags if i == 0 else [])
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        run_id = self._run_of(trial)
+        step = int((trial.last_result or {}).get(reporting.STEP, 0))
+        with checkpoint.as_directory() as folder:
+            artifacts = Path(folder) / reporting.ARTIFACTS_DIR
+            if artifacts.is_dir():
+                self.client.log_artifacts(run_id, str(artifacts), artifact_path=f"eval/step_{step:06d}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._close_trial(trial, reporting.final_state(trial.last_result))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._close_trial(trial, reporting.ERROR)
+
+    def on_experiment_end(self, trials, **info):
+        terminate_open_runs(self.client, self._map, "FINISHED")
+        self._save_map()
+
+    # -- helpers --------------------------------------------------------------------------------------------------
+    def _open_trial(self, trial) -> str:
+        """The trial's run marked RUNNING: created with params and tags on first sight, the same run after a resume."""
+        run_id = self._run_of(trial)
+        if trial.trial_id not in self._map["open"]:
+            self.client.update_run(run_id, status="RUNNING")
+            self._map["open"].append(trial.trial_id)
+            self._save_map()
+        return run_id
+
+    def _run_of(self, trial) -> str:
+        """The trial's run id; a trial seen first through a result (no start event) gets its run opened here."""
+        run_id = self._map["trials"].get(trial.trial_id)
+        if run_id is not None:
+            return run_id
+        run_id = self._create_trial_run(trial)
+        self._map["open"].append(trial.trial_id)
+        self._save_map()
+        return run_id
+
+    def _create_trial_run(self, trial) -> str:
+        config = trial_run_config(trial.config).to_dict()
+        tags = {"mlflow.parentRunId": self._map["parent"], "trial_id": trial.trial_id, "sweep": self.sweep_name,
+                "method": config["method"]["name"], "dataset": config["dataset"]["source"],
+                "searcher": self.sweep_tags.get("searcher", ""), "searched": ",".join(sorted(searched(trial.config)))}
+        run = self.client.create_run(self.experiment_id, run_name=f"{self.sweep_name}/{trial.trial_id}", tags=tags)
+        run_id = run.info.run_id
+        params = [Param(k, _param_text(v)) for k, v in sorted(flatten(config).items())]
+        for i in range(0, len(params), _BATCH_PARAMS):
+            self.client.log_batch(run_id, params=params[i:i + _BATCH_PARAMS])
+        self._map["trials"][trial.trial_id] = run_id
+        return run_id
+
+    def _close_trial(self, trial, state: str) -> None:
+        run_id = self._run_of(trial)
+        self.client.log_batch(run_id, tags=[RunTag("final_state", state)])
+        self.client.set_terminated(run_id, RUN_STATUS[state])
+        if trial.trial_id in self._map["open"]:
+            self._map["open"].remove(trial.trial_id)
+        self._save_map()
+
+    def _save_map(self) -> None:
+        save_run_map(self.run_map_path, self._map)
+
+
+def load_run_map(path: Path) -> dict:
+    """{"parent": run id, "trials": {Ray trial id: run id}, "open": [trial ids whose run is not terminated]}."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else {"parent": None, "trials": {}, "open": []}
+
+
+def save_run_map(path: Path, run_map: dict) -> None:
+    """Atomic write: a driver killed mid-write leaves the previous map, never a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(run_map, indent=1))
+    os.replace(tmp, path)
+
+
+def terminate_open_runs(client: MlflowClient, run_map: dict, parent_status: str) -> None:
+    """Trial runs still open become KILLED (tag final_state=interrupted); the parent gets ``parent_status``."""
+    for trial_id in list(run_map["open"]):
+        run_id = run_map["trials"][trial_id]
+        client.set_tag(run_id, "final_state", "interrupted")
+        client.set_terminated(run_id, "KILLED")
+        run_map["open"].remove(trial_id)
+    if run_map["parent"] is not None:
+        client.set_terminated(run_map["parent"], parent_status)
+
+
+def close_sweep_runs(tracking_uri: str, run_map_path: Path, parent_status: str) -> None:
+    """The driver's ``finally``: no run of this sweep stays RUNNING, whatever ended the sweep."""
+    run_map = load_run_map(run_map_path)
+    if run_map["parent"] is None:
+        return
+    terminate_open_runs(MlflowClient(tracking_uri), run_map, parent_status)
+    save_run_map(run_map_path, run_map)
+
+
+def _param_text(value) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)

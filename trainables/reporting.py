@@ -1,0 +1,54 @@
+"""The reporting contract between trainables (gan, ensemble) and the driver (searcher, MLflow, summary).
+
+Every ``tune.report`` carries ``step`` (training steps done: ASHA's time attribute), ``state`` and the scalar
+metrics; a report's checkpoint may hold an ``artifacts/`` folder the driver uploads to MLflow. The final state of
+a trial is derived from its last report in one place, so searcher, MLflow tags and the summary always agree.
+"""
+from __future__ import annotations
+
+import math
+
+STEP = "step"
+STATE = "state"
+ARTIFACTS_DIR = "artifacts"  # inside a reported checkpoint: files to upload to MLflow
+SAMPLE_GRID = "samples.png"
+PER_CLASS_CSV = "per_class.csv"
+FID_PLOT = "fid_vs_class_size.png"
+
+# Facts about where a trial ran (every report carries them): tags in MLflow, not metrics.
+FACTS = ("device", "gpu_share", "torch_threads", "started_at")
+
+RUNNING, COMPLETED, STOPPED, DIVERGED, ERROR = "running", "completed", "stopped_by_asha", "diverged", "error"
+FINAL_STATES = (COMPLETED, STOPPED, DIVERGED, ERROR)
+
+# A diverged trial reports this instead of inf/NaN: Optuna's ``tell`` rejects non-finite values, and a large
+# finite penalty still teaches TPE that the region is bad (docs/sweeps.md, "Divergence").
+DIVERGED_PENALTY = 1e6
+
+
+def diverged_value(mode: str) -> float:
+    """The metric a diverged trial reports: the worst finite value for the search direction."""
+    return DIVERGED_PENALTY if mode == "min" else -DIVERGED_PENALTY
+
+
+def final_state(last_result: dict | None, errored: bool = False) -> str:
+    """completed / stopped_by_asha / diverged / error for a trial that has ended.
+
+    A trainable marks its last report ``completed`` (its own budget: an ensemble's is size x train.steps) or
+    ``diverged``; a trial that ended on a ``running`` report was stopped by the scheduler.
+    """
+    if errored or not last_result:
+        return ERROR
+    if last_result.get(STATE) in (COMPLETED, DIVERGED):
+        return last_result[STATE]
+    return STOPPED
+
+
+def numeric_metrics(result: dict, names) -> dict[str, float]:
+    """The finite numbers among ``names`` in a result (what MLflow and the summary record)."""
+    out = {}
+    for name in names:
+        value = result.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[name] = float(value)
+    return out

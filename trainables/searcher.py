@@ -1,0 +1,71 @@
+"""Ray's OptunaSearch, told the truth about early-stopped trials, with its study persisted in sqlite.
+
+Ray 2.60's ``OptunaSearch.on_trial_complete`` tells Optuna COMPLETE with the trial's *last* value, so a trial that
+ASHA stopped at 200 steps enters TPE as if its low-budget intra-FID were the full-budget result (REFERENCE.md).
+Here (docs/sweeps.md, "Optuna and ASHA"):
+  - every evaluation is reported to the Optuna trial as an intermediate value at ``step`` (training steps, the
+    same time axis as ASHA; Ray's stock code uses the report count);
+  - a trial that ended below the full budget without diverging is told PRUNED: Optuna keeps its intermediate
+    values, and TPE ranks pruned trials below completed ones by their last intermediate value;
+  - a diverged trial is told COMPLETE with the trial's penalty value (a true outcome of those hyperparameters);
+  - an errored trial is told FAIL (no value), so TPE ignores it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from trainables import reporting
+from trainables.spaces import Space
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """Seeded TPE (Optuna 5 defaults: multivariate, constant liar) or random search for baselines."""
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+class TruthfulOptunaSearch(OptunaSearch):
+    """OptunaSearch over ``space.suggest`` (define-by-run), recording ASHA stops as PRUNED; see module docstring."""
+
+    def __init__(self, space: Space, study_db: Path, study_name: str):
+        storage = optuna.storages.RDBStorage(f"sqlite:///{Path(study_db).resolve()}")
+        super().__init__(space=space.suggest, metric=space.search.metric, mode=space.search.mode,
+                         sampler=make_sampler(space.search.sampler, space.search.seed),
+                         study_name=study_name, storage=storage)
+        self._reported_steps: dict[str, set[int]] = {}
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        if trial_id not in self._completed_trials:
+            self._report_intermediate(trial_id, result)
+
+    def _report_intermediate(self, trial_id: str, result: dict) -> None:
+        value = result.get(self.metric)
+        if value is None or result.get(reporting.STATE) == reporting.DIVERGED:
+            return
+        step = int(result.get(reporting.STEP, 0))
+        reported = self._reported_steps.setdefault(trial_id, set())
+        if step not in reported:  # a trial resumed from a checkpoint re-reports its last step
+            self._ot_trials[trial_id].report(float(value), step)
+            reported.add(step)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        state = reporting.final_state(result, errored=error)
+        ot_trial = self._ot_trials[trial_id]
+        if result:  # Ray hands the result that ended the trial (ASHA's stop, the last step) only to this hook
+            self._report_intermediate(trial_id, result)
+        ot_trial.set_user_attr("ray_trial_id", trial_id)
+        ot_trial.set_user_attr("final_state", state)
+        if state == reporting.STOPPED:
+            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        elif state == reporting.ERROR:
+            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        else:
+            self._ot_study.tell(ot_trial, float(result[self.metric]))
+        self._completed_trials.add(trial_id)

@@ -1,0 +1,497 @@
+"""Load and validate a search-space YAML into a base run config, an Optuna define-by-run space and sweep settings.
+
+File shape (docs/sweeps.md): ``name``, ``run`` (a full imbgan_core run config), ``space`` (dotted keys ->
+distribution | fixed value, optional ``when`` conditions), ``search`` (metric, mode, num_samples, scheduler,
+searcher) and ``resources``. Every problem is collected and raised at once as ``SpaceError`` before Ray starts:
+unknown keys, dotted keys that are not in the run config, ranges outside a method's declared valid range
+(``imbgan_core.config.METHOD_PARAMS``), a metric the evaluator does not produce, and configs at the corners of the
+space that ``RunConfig.from_dict`` or the training loop's own pre-checks (``run_config_problems``) reject.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from imbgan_core.config import (METHOD_PARAMS, ConfigError, Param, RunConfig, apply_overrides, field_spec, flatten,
+                                load_yaml, metric_keys, valid_keys)
+from imbgan_core.training import run_config_problems
+
+TOP_LEVEL_KEYS = ("name", "run", "space", "search", "resources")
+DISTRIBUTIONS = {"uniform": 2, "loguniform": 2, "quniform": 3, "randint": 2, "choice": None}
+# Searching these would change the data, the classifier or the feature space per trial: assets are prepared once
+# per sweep on the driver (trainables.assets) and metrics of different feature spaces are not comparable.
+FROZEN_PREFIXES = ("dataset.", "classifier.", "eval.")
+SCHEDULERS = ("asha", "fifo")
+SAMPLERS = ("tpe", "random")
+
+
+class SpaceError(ConfigError):
+    """Every problem found in a space file, each naming the key and the value."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        ConfigError.__init__(self, problems)
+        self.args = (f"invalid search space {path}:\n  " + "\n  ".join(self.problems),)
+
+
+@dataclass(frozen=True)
+class Dist:
+    """One entry of ``space``: a distribution (or fixed value) over a dotted run-config key, maybe conditional."""
+
+    key: str
+    kind: str  # uniform | loguniform | quniform | randint | choice | fixed
+    args: tuple
+    when: tuple = ()  # ((dotted key, (allowed values...)), ...): sample only when every condition holds
+
+    def suggest(self, trial) -> Any:
+        """Ask an Optuna trial (or a corner probe) for a value; randint's bounds are inclusive (Optuna)."""
+        if self.kind == "fixed":
+            return self.args[0]
+        if self.kind == "choice":
+            labels = [_choice_label(v) for v in self.args]
+            return self.args[labels.index(trial.suggest_categorical(self.key, labels))]
+        lo, hi = self.args[0], self.args[1]
+        if self.kind == "randint":
+            return trial.suggest_int(self.key, int(lo), int(hi))
+        if self.kind == "quniform":
+            return trial.suggest_float(self.key, lo, hi, step=self.args[2])
+        return trial.suggest_float(self.key, lo, hi, log=self.kind == "loguniform")
+
+    def describe(self) -> str:
+        body = repr(self.args[0]) if self.kind == "fixed" else f"{self.kind}{list(self.args)}"
+        cond = " when " + ", ".join(f"{k} in {list(v)}" for k, v in self.when) if self.when else ""
+        return f"{self.key}: {body}{cond}"
+
+
+@dataclass(frozen=True)
+class Search:
+    metric: str
+    mode: str
+    num_samples: int
+    scheduler: str
+    grace_period: int | None
+    reduction_factor: float | None
+    sampler: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus_per_trial: float
+    gpus_per_trial: float | str  # a number or "auto"
+    max_concurrent: int | None
+
+
+@dataclass
+class Space:
+    """A validated space: ``suggest`` is the Optuna define-by-run function, ``run_config`` builds a trial config."""
+
+    name: str
+    path: str
+    run: dict
+    params: list[Dist]
+    search: Search
+    resources: Resources
+    base_flat: dict = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.base_flat = flatten(self.run)
+
+    @property
+    def max_steps(self) -> int:
+        return int(self.run["train"]["steps"])
+
+    @property
+    def max_budget(self) -> int:
+        """The most steps a trial can report (ASHA's max_t): an ensemble trains size x train.steps in one trial."""
+        sizes = [self.run["ensemble"]["size"]]
+        sizes += [v for d in self.params if d.key == "ensemble.size" for v in _extremes(d)]
+        return self.max_steps * int(max(sizes))
+
+    @property
+    def method_names(self) -> list[str]:
+        """Every method a trial of this space can run (more than one when ``method.name`` is searched)."""
+        for dist in self.params:
+            if dist.key == "method.name":
+                return [str(v) for v in (dist.args if dist.kind == "choice" else dist.args[:1])]
+        return [self.run["method"]["name"]]
+
+    def suggest(self, trial) -> dict[str, Any]:
+        """Define-by-run: one trial's overrides (dotted key -> value); conditional keys only when their ``when`` holds."""
+        chosen: dict[str, Any] = {}
+        for dist in self.params:
+            if all(self._current(k, chosen) in allowed for k, allowed in dist.when):
+                chosen[dist.key] = dist.suggest(trial)
+        return chosen
+
+    def run_config(self, overrides: dict[str, Any]) -> RunConfig:
+        """The full run config of a trial."""
+        return build_run_config(self.run, overrides)
+
+    def _current(self, key: str, chosen: dict) -> Any:
+        return chosen[key] if key in chosen else self.base_flat.get(key)
+
+    def describe(self) -> str:
+        """The resolved space and the trial plan, for ``--dry-run``."""
+        s, r = self.search, self.resources
+        lines = [f"sweep {self.name!r} from {self.path}", "searched:"]
+        lines += [f"  {d.describe()}" for d in self.params] or ["  (nothing: every trial runs the base config)"]
+        lines.append(f"metric: {s.metric} ({s.mode}); searcher: optuna {s.sampler} (seed {s.seed})")
+        if s.scheduler == "asha":
+            rungs = asha_rungs(s.grace_period, s.reduction_factor, self.max_budget)
+            lines.append(f"scheduler: ASHA on steps, rungs at {rungs}, reduction factor {s.reduction_factor}")
+        else:
+            lines.append("scheduler: FIFO (every trial runs the full budget)")
+        train = self.run["train"]
+        lines.append(f"trials: {s.num_samples} x up to {self.max_budget} steps, evaluation every "
+                     f"{train['eval_every']} steps (at most {s.num_samples * self.max_budget} steps in all)")
+        lines.append(f"resources per trial: {r.cpus_per_trial} CPU, {r.gpus_per_trial} GPU; "
+                     f"max concurrent: {r.max_concurrent or 'as resources allow'}")
+        lines.append(f"method(s): {', '.join(self.method_names)}; dataset: {self.run['dataset']['source']} "
+                     f"{self.run['dataset']['resolution']}px")
+        return "\n".join(lines)
+
+
+def build_run_config(run: dict, overrides: dict[str, Any]) -> RunConfig:
+    """Base run dict + dotted overrides -> validated RunConfig; switching ``method.name`` drops the base method's
+    own parameters (they belong to the other method)."""
+    new_method = overrides.get("method.name", run["method"]["name"])
+    if new_method != run["method"]["name"]:
+        run = {**run, "method": {"name": new_method}}
+    return RunConfig.from_dict(apply_overrides(run, overrides))
+
+
+# A trial's config (what Ray passes to a trainable): the searched overrides as dotted keys, plus the constant
+# param_space entries below: the base run dict and the sweep's metric/mode (trainables report divergence with them).
+RUN_KEY, SWEEP_KEY = "run", "sweep"
+
+
+def param_space(space: Space) -> dict:
+    """Tune's constant param_space; the searcher adds the sampled dotted keys to it for every trial."""
+    return {RUN_KEY: space.run, SWEEP_KEY: {"metric": space.search.metric, "mode": space.search.mode}}
+
+
+def searched(trial_config: dict) -> dict[str, Any]:
+    """The sampled dotted-key overrides of a trial config."""
+    return {k: v for k, v in trial_config.items() if k not in (RUN_KEY, SWEEP_KEY)}
+
+
+def trial_run_config(trial_config: dict) -> RunConfig:
+    """The full RunConfig a trial trains (used by every trainable, the MLflow callback and the summary)."""
+    return build_run_config(trial_config[RUN_KEY], searched(trial_config))
+
+
+def asha_rungs(grace: int, factor: float, max_t: int) -> list[int]:
+    """ASHA's milestones: grace * factor^k below max_t (Li et al. 2020, as in Ray's AsyncHyperBandScheduler)."""
+    rungs, t = [], float(grace)
+    while t < max_t:
+        rungs.append(int(t))
+        t *= factor
+    return rungs
+
+
+def load_space(path: str, overrides: dict[str, Any] | None = None) -> Space:
+    """Read, apply CLI overrides (dotted keys into the space document), validate; raise SpaceError with all problems."""
+    try:
+        doc = load_yaml(path)
+    except ConfigError as exc:
+        raise SpaceError(path, exc.problems) from None
+    doc = apply_overrides(doc, overrides or {})
+    problems: list[str] = []
+    for key in doc:
+        if key not in TOP_LEVEL_KEYS:
+            problems.append(f"{key}: unknown top-level key (valid: {', '.join(TOP_LEVEL_KEYS)})")
+    name = doc.get("name", "")
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
+        problems.append(f"name: expected a non-empty name without spaces or slashes, got {name!r}")
+    run_dict = _validate_run(doc.get("run"), problems)
+    params = _parse_params(doc.get("space") or {}, run_dict, problems)
+    search = _parse_search(doc.get("search") or {}, run_dict, problems)
+    resources = _parse_resources(doc.get("resources") or {}, problems)
+    if problems:
+        raise SpaceError(path, problems)
+    space = Space(name=name, path=str(path), run=run_dict, params=params, search=search, resources=resources)
+    problems.extend(_corner_problems(space))
+    if problems:
+        raise SpaceError(path, problems)
+    return space
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def _validate_run(run: Any, problems: list[str]) -> dict:
+    if not isinstance(run, dict):
+        problems.append(f"run: expected a run-config mapping, got {run!r}")
+        return RunConfig().to_dict()
+    try:
+        return RunConfig.from_dict(run).to_dict()
+    except ConfigError as exc:
+        problems.extend(f"run.{p}" for p in exc.problems)
+        return RunConfig().to_dict()
+
+
+def _parse_params(raw: Any, run: dict, problems: list[str]) -> list[Dist]:
+    if not isinstance(raw, dict):
+        problems.append(f"space: expected a mapping of dotted keys, got {raw!r}")
+        return []
+    known = valid_keys()
+    dists: list[Dist] = []
+    for key, spec in raw.items():
+        where = f"space.{key}"
+        if key not in known:
+            problems.append(f"{where}: not a key of the run config")
+            continue
+        if key.startswith(FROZEN_PREFIXES):
+            problems.append(f"{where}: dataset/classifier/eval settings are shared by all trials of a sweep "
+                            f"(prepared once); set them under run: or run one sweep per setting")
+            continue
+        dist = _parse_dist(key, spec, where, problems)
+        if dist is None:
+            continue
+        dist = Dist(dist.key, dist.kind, dist.args, _parse_when(spec, where, known, problems))
+        _check_against_config(dist, run, dists, where, problems)
+        dists.append(dist)
+    return dists
+
+
+def _parse_dist(key: str, spec: Any, where: str, problems: list[str]) -> Dist | None:
+    if not isinstance(spec, dict):
+        return Dist(key, "fixed", (spec,))
+    kinds = [k for k in spec if k != "when"]
+    if len(kinds) != 1 or kinds[0] not in DISTRIBUTIONS:
+        problems.append(f"{where}: expected one of {', '.join(DISTRIBUTIONS)} (plus optional when), got {list(spec)}")
+        return None
+    kind = kinds[0]
+    args = spec[kind]
+    if not isinstance(args, list) or not args:
+        problems.append(f"{where}.{kind}: expected a non-empty list, got {args!r}")
+        return None
+    if kind == "choice":
+        return Dist(key, kind, tuple(args))
+    if len(args) != DISTRIBUTIONS[kind] or not all(_is_number(a) for a in args):
+        problems.append(f"{where}.{kind}: expected {DISTRIBUTIONS[kind]} numbers, got {args!r}")
+        return None
+    lo, hi = args[0], args[1]
+    if lo >= hi:
+        problems.append(f"{where}.{kind}: low {lo!r} must be below high {hi!r}")
+    elif kind == "loguniform" and lo <= 0:
+        problems.append(f"{where}.loguniform: low {lo!r} must be > 0")
+    elif kind == "randint" and not (float(lo).is_integer() and float(hi).is_integer()):
+        problems.append(f"{where}.randint: bounds must be integers, got {args!r}")
+    elif kind == "quniform" and (args[2] <= 0 or not _divides(args[2], hi - lo)):
+        problems.append(f"{where}.quniform: step {args[2]!r} must be > 0 and divide high - low ({hi - lo!r})")
+    else:
+        return Dist(key, kind, tuple(args))
+    return None
+
+
+def _parse_when(spec: Any, where: str, known: set[str], problems: list[str]) -> tuple:
+    """``when: {key: value | [values]}``; a condition reads the value sampled for an earlier space key, else the
+    base run config's value."""
+    cond = spec.get("when") if isinstance(spec, dict) else None
+    if cond is None:
+        return ()
+    if not isinstance(cond, dict) or not cond:
+        problems.append(f"{where}.when: expected a mapping of dotted key -> value or list of values, got {cond!r}")
+        return ()
+    out = []
+    for key, allowed in cond.items():
+        if key not in known:
+            problems.append(f"{where}.when.{key}: not a key of the run config")
+        else:
+            out.append((key, tuple(allowed) if isinstance(allowed, list) else (allowed,)))
+    return tuple(out)
+
+
+def _check_against_config(dist: Dist, run: dict, earlier: list[Dist], where: str, problems: list[str]) -> None:
+    """Declared-range checks: method params against METHOD_PARAMS, other keys against their field type."""
+    values = _extremes(dist)
+    if dist.key.startswith("method.") and dist.key != "method.name":
+        param_name = dist.key.split(".", 1)[1]
+        for method in _methods_for(dist, run, earlier):
+            param: Param | None = METHOD_PARAMS.get(method, {}).get(param_name)
+            if param is None:
+                valid = ", ".join(METHOD_PARAMS.get(method, {})) or "none"
+                problems.append(f"{where}: {param_name!r} is not a parameter of method {method!r} (valid: {valid}); "
+                                f"use when: {{method.name: ...}} for per-method parameters")
+                continue
+            if dist.kind in ("uniform", "loguniform", "quniform", "randint"):
+                problem = param.range_problem(float(values[0]), float(values[-1]))
+                if problem is None and param.kind is int and not _integral(dist):
+                    problem = "an integer parameter needs randint, choice or an integral quniform"
+            else:
+                problem = next((p for p in map(param.check, values) if p), None)
+            if problem:
+                problems.append(f"{where}: {problem} ({dist.describe()})")
+        return
+    spec = field_spec(dist.key)
+    if spec is not None and spec[0] is int and not _integral(dist):
+        problems.append(f"{where}: {dist.key} is an integer; use randint, choice or an integral quniform")
+        return
+    for value in values:
+        overrides = {k: v[0] for k, v in dist.when}
+        overrides[dist.key] = value
+        try:
+            build_run_config(run, overrides)
+        except ConfigError as exc:
+            problems.extend(f"{where}: {p}" for p in exc.problems if p.startswith(dist.key))
+
+
+def _methods_for(dist: Dist, run: dict, earlier: list[Dist]) -> list[str]:
+    for key, allowed in dist.when:
+        if key == "method.name":
+            return [str(a) for a in allowed]
+    for d in earlier:
+        if d.key == "method.name":
+            return [str(a) for a in (d.args if d.kind == "choice" else d.args[:1])]
+    return [run["method"]["name"]]
+
+
+def _parse_search(raw: dict, run: dict, problems: list[str]) -> Search:
+    allowed = {"metric", "mode", "num_samples", "scheduler", "searcher"}
+    problems.extend(f"search.{k}: unknown key (valid: {', '.join(sorted(allowed))})" for k in raw if k not in allowed)
+    metric = raw.get("metric", "intra_fid")
+    produced = metric_keys(run["eval"]["metrics"])
+    if metric not in produced:
+        problems.append(f"search.metric: {metric!r} is not produced by run.eval.metrics {run['eval']['metrics']} "
+                        f"(produced: {', '.join(sorted(produced))})")
+    mode = raw.get("mode", "min")
+    if mode not in ("min", "max"):
+        problems.append(f"search.mode: {mode!r} is not one of ['min', 'max']")
+    num_samples = raw.get("num_samples", 8)
+    if not _is_int(num_samples) or num_samples < 1:
+        problems.append(f"search.num_samples: expected an integer >= 1, got {num_samples!r}")
+    scheduler, grace, factor = _parse_scheduler(raw.get("scheduler", "fifo"), run, problems)
+    sampler, seed = _parse_searcher(raw.get("searcher", {"optuna": {}}), problems)
+    return Search(metric, mode, num_samples, scheduler, grace, factor, sampler, seed)
+
+
+def _parse_scheduler(raw: Any, run: dict, problems: list[str]):
+    name, opts = _single_key(raw, "search.scheduler", SCHEDULERS, problems)
+    if name != "asha":
+        return name or "fifo", None, None
+    grace = opts.get("grace_period", run["train"]["eval_every"])
+    factor = opts.get("reduction_factor", 3)
+    unknown = set(opts) - {"grace_period", "reduction_factor"}
+    problems.extend(f"search.scheduler.asha.{k}: unknown key (valid: grace_period, reduction_factor)"
+                    for k in sorted(unknown))
+    if not _is_int(grace) or not 1 <= grace <= run["train"]["steps"]:
+        problems.append(f"search.scheduler.asha.grace_period: expected an integer in [1, run.train.steps="
+                        f"{run['train']['steps']}], got {grace!r}")
+    if not _is_number(factor) or factor <= 1:
+        problems.append(f"search.scheduler.asha.reduction_factor: expected a number > 1, got {factor!r}")
+    return "asha", grace, factor
+
+
+def _parse_searcher(raw: Any, problems: list[str]):
+    name, opts = _single_key(raw, "search.searcher", ("optuna",), problems)
+    sampler, seed = opts.get("sampler", "tpe"), opts.get("seed", 0)
+    problems.extend(f"search.searcher.optuna.{k}: unknown key (valid: sampler, seed)"
+                    for k in opts if k not in ("sampler", "seed"))
+    if sampler not in SAMPLERS:
+        problems.append(f"search.searcher.optuna.sampler: {sampler!r} is not one of {list(SAMPLERS)}")
+    if not _is_int(seed):
+        problems.append(f"search.searcher.optuna.seed: expected an integer, got {seed!r}")
+    return sampler, seed
+
+
+def _parse_resources(raw: dict, problems: list[str]) -> Resources:
+    allowed = ("cpus_per_trial", "gpus_per_trial", "max_concurrent")
+    problems.extend(f"resources.{k}: unknown key (valid: {', '.join(allowed)})" for k in raw if k not in allowed)
+    cpus = raw.get("cpus_per_trial", 1)
+    gpus = raw.get("gpus_per_trial", "auto")
+    max_concurrent = raw.get("max_concurrent")
+    if not _is_number(cpus) or cpus <= 0:
+        problems.append(f"resources.cpus_per_trial: expected a number > 0, got {cpus!r}")
+    if gpus != "auto" and (not _is_number(gpus) or not 0 <= gpus <= 1):
+        problems.append(f"resources.gpus_per_trial: expected 'auto' or a share of one GPU in [0, 1] (a trial "
+                        f"trains on one device), got {gpus!r}")
+    if max_concurrent is not None and (not _is_int(max_concurrent) or max_concurrent < 1):
+        problems.append(f"resources.max_concurrent: expected an integer >= 1, got {max_concurrent!r}")
+    return Resources(cpus, gpus, max_concurrent)
+
+
+def _corner_problems(space: Space) -> list[str]:
+    """Build the configs at the corners of the space (all low, all high, each choice option) and validate them."""
+    n_options = max([len(d.args) for d in space.params if d.kind == "choice"] + [1])
+    problems: list[str] = []
+    for end in ("low", "high"):
+        for index in range(n_options):
+            overrides = space.suggest(_CornerProbe(end, index))
+            try:
+                cfg = space.run_config(overrides)
+            except ConfigError as exc:
+                problems.extend(f"space corner {overrides}: {p}" for p in exc.problems)
+                continue
+            problems.extend(f"space corner {overrides}: {p}" for p in run_config_problems(cfg))
+    return list(dict.fromkeys(problems))
+
+
+class _CornerProbe:
+    """Stands in for an Optuna trial: answers every suggestion with the low or high end, or the index-th choice."""
+
+    def __init__(self, end: str, index: int):
+        self.end, self.index = end, index
+
+    def suggest_float(self, name, low, high, *, step=None, log=False):
+        if self.end == "low":
+            return low
+        return low + math.floor((high - low) / step + 1e-9) * step if step else high
+
+    def suggest_int(self, name, low, high):
+        return low if self.end == "low" else high
+
+    def suggest_categorical(self, name, choices):
+        return choices[self.index % len(choices)]
+
+
+def _extremes(dist: Dist) -> list:
+    if dist.kind in ("fixed", "choice"):
+        return list(dist.args)
+    return [dist.args[0], dist.args[1]]
+
+
+def _integral(dist: Dist) -> bool:
+    if dist.kind == "randint":
+        return True
+    if dist.kind == "quniform":
+        return all(float(a).is_integer() for a in dist.args)
+    return dist.kind in ("choice", "fixed")
+
+
+def _single_key(raw: Any, where: str, valid: tuple, problems: list[str]) -> tuple[str | None, dict]:
+    """``name`` or ``{name: {options}}`` -> (name, options)."""
+    if isinstance(raw, str):
+        raw = {raw: {}}
+    if not isinstance(raw, dict) or len(raw) != 1:
+        problems.append(f"{where}: expected one of {list(valid)} (optionally with options), got {raw!r}")
+        return None, {}
+    name, opts = next(iter(raw.items()))
+    if name not in valid:
+        problems.append(f"{where}: {name!r} is not one of {list(valid)}")
+        return None, {}
+    if opts is None:
+        opts = {}
+    if not isinstance(opts, dict):
+        problems.append(f"{where}.{name}: expected a mapping of options, got {opts!r}")
+        return None, {}
+    return name, opts
+
+
+def _choice_label(value: Any) -> Any:
+    """Optuna categoricals hold scalars only: lists (e.g. generator weights) travel as their JSON text."""
+    return value if value is None or isinstance(value, (bool, int, float, str)) else json.dumps(value)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_int(v: Any) -> bool:
+    return _is_number(v) and float(v).is_integer()
+
+
+def _divides(step: float, span: float) -> bool:
+    ratio = span / step
+    return abs(ratio - round(ratio)) < 1e-9

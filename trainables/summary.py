@@ -1,0 +1,117 @@
+"""End-of-sweep report: the trial table (sorted by the metric), ``summary.json``, ``trials.csv`` and ``best.yaml``.
+
+``best.yaml`` is the full run config of the best trial at the full budget, so
+``python -m imbgan_core.train --config best.yaml`` retrains it without Ray. Diverged and errored trials sort last
+and are never "best".
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import yaml
+
+from imbgan_core.config import metric_keys
+from trainables import reporting
+from trainables.spaces import Space, searched, trial_run_config
+
+
+def trial_rows(result_grid, space: Space) -> list[dict]:
+    """One row per trial: id, state, steps, searched config, last metrics, sample grid path, sorted best first."""
+    names = sorted(metric_keys(space.run["eval"]["metrics"]))
+    rows = []
+    for result in result_grid:
+        last = result.metrics or {}
+        errored = result.error is not None
+        grid = None
+        if result.checkpoint is not None and not errored:
+            candidate = Path(result.checkpoint.path) / reporting.ARTIFACTS_DIR / reporting.SAMPLE_GRID
+            grid = str(candidate) if candidate.exists() else None
+        rows.append({
+            "trial_id": last.get("trial_id") or Path(result.path).name,
+            "state": reporting.final_state(last, errored=errored),
+            "steps": int(last.get(reporting.STEP, 0)),
+            "config": searched(result.config or {}),
+            "metrics": reporting.numeric_metrics(last, names),
+            "train_seconds": float(last.get("time_total_s", 0.0)),
+            "sample_grid": grid,
+            "run_config": trial_run_config(result.config).to_dict() if result.config else None,
+        })
+    rows.sort(key=lambda r: _sort_key(r, space.search.metric, space.search.mode))
+    return rows
+
+
+def _sort_key(row: dict, metric: str, mode: str) -> tuple:
+    value = row["metrics"].get(metric)
+    usable = row["state"] in (reporting.COMPLETED, reporting.STOPPED) and value is not None and math.isfinite(value)
+    score = (value if mode == "min" else -value) if usable else math.inf
+    return (not usable, row["state"] != reporting.COMPLETED, score)
+
+
+def write_summary(rows: list[dict], space: Space, sweep_dir: Path, extra: dict) -> dict:
+    """Write summary.json, trials.csv and best.yaml (+ best_samples.png); return the summary dict."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    best = next((r for r in rows if r["state"] in (reporting.COMPLETED, reporting.STOPPED)
+                 and space.search.metric in r["metrics"]), None)
+    summary = {
+        "sweep": space.name, "space": space.path, "metric": space.search.metric, "mode": space.search.mode,
+        "max_budget": space.max_budget, "total_steps": sum(r["steps"] for r in rows),
+        "states": {s: sum(r["state"] == s for r in rows) for s in reporting.FINAL_STATES},
+        "best": None, **extra,
+        "trials": [{k: v for k, v in r.items() if k != "run_config"} for r in rows],
+    }
+    if best is not None:
+        best_yaml = sweep_dir / "best.yaml"
+        best_yaml.write_text(_best_yaml_text(best, space))
+        grid = None
+        if best["sample_grid"]:
+            grid = str(sweep_dir / "best_samples.png")
+            shutil.copyfile(best["sample_grid"], grid)
+        summary["best"] = {"trial_id": best["trial_id"], "state": best["state"], "config": best["config"],
+                           "metrics": best["metrics"], "steps": best["steps"], "sample_grid": grid,
+                           "best_yaml": str(best_yaml)}
+    (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    _write_csv(rows, sweep_dir / "trials.csv")
+    return summary
+
+
+def _best_yaml_text(best: dict, space: Space) -> str:
+    header = (f"# Best trial {best['trial_id']} of sweep {space.name} ({space.search.metric} = "
+              f"{best['metrics'][space.search.metric]:.4g} at step {best['steps']}, {best['state']}).\n"
+              f"# Retrain at the full budget: python -m imbgan_core.train --config best.yaml --out DIR\n")
+    return header + yaml.safe_dump(best["run_config"], sort_keys=False)
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    config_keys = sorted({k for r in rows for k in r["config"]})
+    metric_names = sorted({k for r in rows for k in r["metrics"]})
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["trial_id", "state", "steps", *config_keys, *metric_names, "train_seconds"])
+        for r in rows:
+            writer.writerow([r["trial_id"], r["state"], r["steps"], *(r["config"].get(k, "") for k in config_keys),
+                             *(r["metrics"].get(k, "") for k in metric_names), f"{r['train_seconds']:.1f}"])
+
+
+def format_table(rows: list[dict], metric: str) -> str:
+    """The trial table printed at the end of a sweep."""
+    config_keys = sorted({k for r in rows for k in r["config"]})
+    others = sorted({k for r in rows for k in r["metrics"]} - {metric})
+    header = ["trial", "state", "steps", metric, *others, *config_keys]
+    lines = [header]
+    for r in rows:
+        lines.append([r["trial_id"], r["state"], str(r["steps"]), _fmt(r["metrics"].get(metric)),
+                      *(_fmt(r["metrics"].get(k)) for k in others), *(_fmt(r["config"].get(k)) for k in config_keys)])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) for line in lines)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

@@ -1,0 +1,144 @@
+"""Run one validated sweep: directories, MLflow store, Ray, assets, Tuner (fresh or restored), summary."""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from imbgan_core.config import ConfigError
+from trainables import mlflow_logging
+from trainables.assets import prepare_sweep_assets
+from trainables.progress import ReportLines, status_reporter, trial_dirname
+from trainables.searcher import TruthfulOptunaSearch
+from trainables.spaces import Space, param_space
+from trainables.summary import format_table, trial_rows, write_summary
+
+AUTO_GPU_SHARE = 0.25  # 'auto': 4 trials per GPU when the cluster has GPUs (issue #5)
+RUN_MAP = "mlflow_runs.json"
+
+
+class SweepError(RuntimeError):
+    """A problem with the sweep's surroundings (folders, cluster, trainable), found before training starts."""
+
+
+def run_sweep(space: Space, args: argparse.Namespace) -> int:
+    results = Path(args.results).resolve()
+    sweep_dir = choose_sweep_dir(results, args.storage_path, space.name, args.resume)
+    storage = args.storage_path or str(results)
+    tracking_uri = args.mlflow_uri or mlflow_logging.default_tracking_uri(results)
+    experiment = args.experiment or space.name
+    trainable_fn = pick_trainable(space)
+    assets = prepare_or_explain(space)  # data problems surface here: before Ray starts or anything is written
+    if not ray.is_initialized():
+        ray.init(address=args.address, include_dashboard=False, logging_level=logging.WARNING)
+    gpus = resolve_gpus(space.resources.gpus_per_trial)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    experiment_id = mlflow_logging.prepare_store(tracking_uri, experiment, results / "mlartifacts")
+    print(f"sweep {sweep_dir.name}: {space.search.num_samples} trials, {space.resources.cpus_per_trial} CPU + "
+          f"{gpus} GPU each; results in {sweep_dir}; MLflow {tracking_uri} (experiment {experiment!r})", flush=True)
+    trainable = tune.with_resources(tune.with_parameters(trainable_fn, assets=assets),
+                                    {"cpu": space.resources.cpus_per_trial, "gpu": gpus})
+    run_map = sweep_dir / RUN_MAP
+    experiment_path = f"{storage.rstrip('/')}/{sweep_dir.name}"
+    if args.resume:  # searcher and callbacks (with the MLflow run map) come back from the experiment state
+        tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        callback = mlflow_logging.MlflowSweepCallback(
+            tracking_uri, experiment_id, sweep_dir.name, run_map,
+            sweep_tags={"space": space.path, "searcher": f"optuna-{space.search.sampler}",
+                        "scheduler": space.search.scheduler, "metric": space.search.metric})
+        tuner = build_tuner(space, trainable, sweep_dir, storage, [callback, ReportLines(space.search.metric)])
+    started = time.time()
+    status = "FAILED"
+    try:
+        grid = tuner.fit()
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        mlflow_logging.close_sweep_runs(tracking_uri, run_map, status)
+    wall = time.time() - started
+    rows = trial_rows(grid, space)
+    summary = write_summary(rows, space, sweep_dir, {
+        "wall_seconds": round(wall, 1), "results_dir": str(sweep_dir), "ray_storage": experiment_path,
+        "mlflow": {"tracking_uri": tracking_uri, "experiment": experiment,
+                   "parent_run_id": mlflow_logging.load_run_map(run_map)["parent"]}})
+    print(format_table(rows, space.search.metric))
+    best = summary["best"]
+    if best:
+        print(f"best trial {best['trial_id']}: {space.search.metric}={best['metrics'][space.search.metric]:.4g}; "
+              f"samples {best['sample_grid']}; config {best['best_yaml']}")
+    print(f"summary: {sweep_dir / 'summary.json'} (wall {wall:.1f} s, {summary['total_steps']} training steps)")
+    return 0 if best else 1
+
+
+def prepare_or_explain(space: Space):
+    """Assets for the sweep; a bad dataset (missing folder, empty class, unreadable image) becomes a SweepError."""
+    try:
+        return prepare_sweep_assets(space)
+    except (ConfigError, ValueError, OSError) as exc:
+        raise SweepError(f"preparing data and classifiers for {space.path}: {exc}") from None
+
+
+def build_tuner(space: Space, trainable, sweep_dir: Path, storage: str, callbacks: list) -> tune.Tuner:
+    s = space.search
+    if s.scheduler == "asha":
+        scheduler = ASHAScheduler(time_attr="step", metric=s.metric, mode=s.mode, max_t=space.max_budget,
+                                  grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+    searcher = TruthfulOptunaSearch(space, sweep_dir / "optuna.db", study_name=sweep_dir.name)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(space),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s.num_samples,
+                                    max_concurrent_trials=space.resources.max_concurrent, reuse_actors=True,
+                                    trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            name=sweep_dir.name, storage_path=storage, callbacks=callbacks, verbose=1,
+            progress_reporter=status_reporter(s.metric, [d.key for d in space.params]),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=0)),
+    )
+
+
+def choose_sweep_dir(results: Path, storage_path: str | None, name: str, resume: bool) -> Path:
+    """results/<name> for a new sweep (<name>-2, -3, ... when taken); the latest existing one for --resume."""
+    def taken(candidate: Path) -> bool:
+        ray_dir = Path(storage_path) / candidate.name if storage_path and "://" not in storage_path else candidate
+        return candidate.exists() or (ray_dir / "tuner.pkl").exists()
+
+    candidates = [results / name] + [results / f"{name}-{i}" for i in range(2, 1000)]
+    existing = [c for c in candidates if taken(c)]
+    if resume:
+        if not existing:
+            raise SweepError(f"--resume: no sweep {name!r} under {results} to continue")
+        return existing[-1]
+    return next(c for c in candidates if not taken(c))
+
+
+def resolve_gpus(value) -> float:
+    """'auto' -> 0.25 when the Ray cluster has GPUs (logical ones included), else 0."""
+    if value != "auto":
+        return float(value)
+    return AUTO_GPU_SHARE if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def pick_trainable(space: Space):
+    """The ensemble trainable when the run or the space involves an ensemble, else the single-GAN trainable."""
+    ensemble = space.run["ensemble"]["size"] > 1 or any(d.key.startswith("ensemble.") for d in space.params)
+    if not ensemble:
+        from trainables.gan import train_gan
+        return train_gan
+    try:
+        from trainables.ensemble import train_ensemble
+    except ImportError as exc:
+        raise SweepError(f"space {space.path} needs the ensemble trainable (trainables.ensemble.train_ensemble): "
+                         f"{exc}") from None
+    return train_ensemble

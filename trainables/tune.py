@@ -1,0 +1,93 @@
+"""``python -m trainables.tune --space FILE``: a Ray Tune sweep of real GAN trainings (Optuna TPE + ASHA, MLflow).
+
+Flow (docs/sweeps.md): validate the space (exit 2 on any problem, nothing written) -> prepare assets once (data
+problems: exit 2) -> start/connect Ray -> create the MLflow store -> Tuner(TruthfulOptunaSearch + ASHA on steps)
+-> summary. The work after validation lives in trainables.sweep.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXAMPLES = """examples:
+  python -m trainables.tune --space search_spaces/cbgan.yaml                       # the default demo sweep
+  python -m trainables.tune --space search_spaces/cbgan.yaml --dry-run             # validate, print the plan
+  python -m trainables.tune --space search_spaces/smooth.yaml --num-samples 4 --max-steps 400
+  python -m trainables.tune --space search_spaces/cbgan.yaml --resume              # continue an interrupted sweep
+  python -m trainables.tune --space search_spaces/cbgan.yaml --address 10.0.0.1:6379 \\
+      --storage-path /nfs/sweeps --gpus-per-trial 0.25 --mlflow-uri http://127.0.0.1:5000
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m trainables.tune", description=__doc__.split("\n")[0],
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", required=True, metavar="FILE",
+                   help="search-space YAML, e.g. search_spaces/cbgan.yaml")
+    p.add_argument("--num-samples", type=int, metavar="N", help="trials to run (overrides search.num_samples), e.g. 4")
+    p.add_argument("--max-steps", type=int, metavar="N",
+                   help="full training budget per trial (overrides run.train.steps; ASHA's max_t), e.g. 600")
+    p.add_argument("--results", default="results", metavar="DIR",
+                   help="results root; the sweep writes DIR/<sweep name>/ (default ./results)")
+    p.add_argument("--mlflow-uri", metavar="URI",
+                   help="MLflow tracking URI (default sqlite:///DIR/mlflow.db, no server needed), "
+                        "e.g. http://127.0.0.1:5000")
+    p.add_argument("--experiment", metavar="NAME", help="MLflow experiment name (default: the sweep name)")
+    p.add_argument("--address", metavar="HOST:PORT",
+                   help="connect to an existing Ray cluster instead of starting a local one, e.g. 10.0.0.1:6379")
+    p.add_argument("--storage-path", metavar="PATH",
+                   help="Ray storage for trial checkpoints; must be shared (NFS or s3://...) on a multi-node "
+                        "cluster (default: the results root)")
+    p.add_argument("--cpus-per-trial", type=float, metavar="C", help="CPUs per trial = torch threads, e.g. 1")
+    p.add_argument("--gpus-per-trial", metavar="G",
+                   help="GPU share per trial: a fraction packs trials on one GPU (0.25 = 4 per GPU); "
+                        "'auto' = 0.25 when the cluster has GPUs, else 0")
+    p.add_argument("--max-concurrent", type=int, metavar="N", help="at most N trials at once, e.g. 2")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the latest sweep of this space in the results root (unfinished and errored "
+                        "trials resume from their last checkpoint; MLflow runs are reused)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate the space and print the resolved space and trial plan; start nothing")
+    p.add_argument("--seed", type=int, metavar="S", help="searcher seed (overrides search.searcher.optuna.seed)")
+    return p
+
+
+def space_overrides(args: argparse.Namespace) -> dict:
+    """CLI flags as dotted overrides into the space document (validated together with the file)."""
+    searcher = "search.searcher.optuna"
+    gpus = args.gpus_per_trial
+    if gpus is not None and gpus != "auto":
+        try:
+            gpus = float(gpus)
+        except ValueError:
+            pass  # the space validation reports it with the key name
+    pairs = {"search.num_samples": args.num_samples, "run.train.steps": args.max_steps, f"{searcher}.seed": args.seed,
+             "resources.cpus_per_trial": args.cpus_per_trial, "resources.gpus_per_trial": gpus,
+             "resources.max_concurrent": args.max_concurrent}
+    return {k: v for k, v in pairs.items() if v is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from trainables.progress import quiet_libraries
+    quiet_libraries()
+    from trainables.spaces import SpaceError, load_space
+    try:
+        space = load_space(args.space, space_overrides(args))
+    except SpaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(space.describe())
+        return 0
+    from trainables.sweep import SweepError, run_sweep
+    try:
+        return run_sweep(space, args)
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -92,10 +92,13 @@ def progress_line(step: int, total: int, losses: dict, scalars: dict) -> str:
     return " | ".join(parts)
 
 
-def train(cfg: RunConfig, out: Path, resume: bool) -> dict:
-    """Train to ``cfg.train.steps`` with evaluation, checkpoint and metrics every ``eval_every`` steps."""
+def train(cfg: RunConfig, assets, out: Path, resume: bool) -> dict:
+    """Train to ``cfg.train.steps`` with evaluation, checkpoint and metrics every ``eval_every`` steps.
+
+    ``out`` is created only here, after the assets exist, so a run that cannot start leaves nothing behind.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    run = Run(cfg, prepare_assets(cfg))
+    run = Run(cfg, assets)
     history = []
     if resume:
         run.load(out)
@@ -125,7 +128,12 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        train(cfg, Path(args.out), args.resume)
+        assets = prepare_assets(cfg)
+    except (ValueError, OSError) as exc:  # bad data folder, unreadable image, missing weight file
+        print(f"error: preparing data, classifiers and metrics: {exc}", file=sys.stderr)
+        return 2
+    try:
+        train(cfg, assets, Path(args.out), args.resume)
     except (DivergedError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -46,6 +46,16 @@ def test_missing_config_file_and_method_model_conflict(tmp_path, config_file, ca
     assert not (tmp_path / "o").exists()
 
 
+def test_missing_inception_weights_exit_2_before_anything_is_written(config_file, tmp_path, monkeypatch, capsys,
+                                                                    annotator):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
+    out = tmp_path / "o"
+    assert main(["--config", str(config_file), "--out", str(out), "--set", "eval.features=inception"]) == 2
+    err = capsys.readouterr().err
+    assert "weights-inception-2015-12-05-6726825d.pth" in err and "eval.weights_path" in err
+    assert not out.exists()
+
+
 def test_module_entry_point_reports_config_errors(config_file, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "imbgan_core.train", "--config", str(config_file),
                            "--out", str(tmp_path / "o"), "--set", "train.loss=wasserstein"],

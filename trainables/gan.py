@@ -7,6 +7,7 @@ sweep goes on.
 """
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -16,10 +17,12 @@ import torch
 from ray import tune
 
 from imbgan_core.metrics.report import plot_fid_vs_class_size, write_per_class_csv
-from imbgan_core.training import DivergedError, Run
+from imbgan_core.training import CHECKPOINT_FILE, CheckpointError, DivergedError, Run
 from trainables import reporting
 from trainables.progress import quiet_trial_logs
 from trainables.spaces import SWEEP_KEY, trial_run_config
+
+CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)$")  # Ray's per-report checkpoint folders in the trial folder
 
 
 def trial_resources() -> dict[str, float]:
@@ -49,12 +52,10 @@ def train_gan(config: dict, assets) -> None:
     cfg = trial_run_config(config)
     device = trial_device()
     facts = {"device": device, "gpu_share": float(trial_resources().get("GPU", 0)),
-             "torch_threads": torch.get_num_threads(), "started_at": started}
+             "torch_threads": torch.get_num_threads(), "started_at": started,
+             "node_id": ray.get_runtime_context().get_node_id()}
     run = Run(cfg, assets=assets, device=device)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            run.load(folder)
+    restore(run)
     steps, every = cfg.train.steps, cfg.train.eval_every
     while run.steps_done < steps:
         n = min(every - run.steps_done % every, steps - run.steps_done)
@@ -64,6 +65,46 @@ def train_gan(config: dict, assets) -> None:
             tune.report({**diverged_report(config, exc, device, started), **facts})
             return
         report_evaluation(run, assets, facts, final=run.steps_done >= steps)
+
+
+def restore(run: Run) -> None:
+    """Resume from the newest readable checkpoint in the trial's folder on the storage path, if there is one.
+
+    Ray's own pointer (``tune.get_checkpoint()``) can be older than that folder: Ray saves its experiment state
+    between events, so a driver killed just after a report resumes the trial one checkpoint early, or from scratch
+    (tests/test_faults.py). A checkpoint whose file is unreadable (truncated copy, full disk) is skipped for the
+    next older one (``CheckpointConfig(num_to_keep=2)`` keeps one), with a warning; with none readable the
+    ``CheckpointError`` names every file tried, as storage paths (also on cloud storage).
+    """
+    storage = tune.get_context().get_storage()
+    candidates = trial_checkpoints(storage.storage_filesystem, storage.trial_fs_path)
+    given = tune.get_checkpoint()
+    if given is not None and given.path not in [c.path for c in candidates]:
+        candidates.append(given)
+    problems = []
+    for candidate in candidates:
+        try:
+            with candidate.as_directory() as folder:
+                run.load(folder)
+        except CheckpointError as exc:
+            problems.append(f"{candidate.path}/{CHECKPOINT_FILE}: {str(exc).split(': ', 1)[-1]}")
+            continue
+        if problems:
+            print(f"warning: resumed from {candidate.path} (step {run.steps_done}); skipped {'; '.join(problems)}",
+                  flush=True)
+        return
+    if problems:
+        raise CheckpointError("no readable checkpoint for this trial: " + "; ".join(problems))
+
+
+def trial_checkpoints(filesystem, trial_path: str) -> list[tune.Checkpoint]:
+    """The trial's ``checkpoint_NNNNNN`` folders on storage (any pyarrow filesystem), newest first."""
+    import pyarrow.fs
+
+    selector = pyarrow.fs.FileSelector(trial_path, allow_not_found=True)
+    found = [(int(m.group(1)), entry.path) for entry in filesystem.get_file_info(selector)
+             if entry.type == pyarrow.fs.FileType.Directory and (m := CHECKPOINT_DIR.search(entry.path))]
+    return [tune.Checkpoint(path, filesystem=filesystem) for _, path in sorted(found, reverse=True)]
 
 
 def report_evaluation(run: Run, assets, facts: dict, final: bool) -> None:
@@ -90,5 +131,6 @@ def diverged_report(config: dict, exc: DivergedError, device: str, started: floa
     """The one report of a diverged trial: the penalty as the sweep metric (trainables.reporting) and the cause."""
     sweep = config[SWEEP_KEY]
     return {sweep["metric"]: reporting.diverged_value(sweep["mode"]), reporting.STEP: int(exc.step),
-            reporting.STATE: reporting.DIVERGED, "diverged_loss": str(exc.loss_name), "device": device,
+            reporting.STATE: reporting.DIVERGED, "diverged_loss": str(exc.loss_name),
+            reporting.DIVERGED_REASON: str(exc), "device": device,
             "started_at": started}

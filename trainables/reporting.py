@@ -16,7 +16,9 @@ PER_CLASS_CSV = "per_class.csv"
 FID_PLOT = "fid_vs_class_size.png"
 
 # Facts about where a trial ran (every report carries them): tags in MLflow, not metrics.
-FACTS = ("device", "gpu_share", "torch_threads", "started_at")
+FACTS = ("device", "gpu_share", "torch_threads", "started_at", "node_id")
+DIVERGED_REASON = "diverged_reason"  # a diverged trial's report says which loss became non-finite at which step
+TAGS = (*FACTS, DIVERGED_REASON)  # report keys recorded as MLflow tags
 
 RUNNING, COMPLETED, STOPPED, DIVERGED, ERROR = "running", "completed", "stopped_by_asha", "diverged", "error"
 FINAL_STATES = (COMPLETED, STOPPED, DIVERGED, ERROR)

@@ -53,11 +53,18 @@ class TruthfulOptunaSearch(OptunaSearch):
             self._ot_trials[trial_id].report(float(value), step)
             reported.add(step)
 
+    def _already_told(self, ot_trial) -> bool:
+        finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        return any(t.number == ot_trial.number for t in self._ot_study.get_trials(deepcopy=False, states=finished))
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         state = reporting.final_state(result, errored=error)
         ot_trial = self._ot_trials[trial_id]
+        if self._already_told(ot_trial):  # told before a driver crash, after Ray's last saved experiment state
+            self._completed_trials.add(trial_id)
+            return
         if result:  # Ray hands the result that ended the trial (ASHA's stop, the last step) only to this hook
             self._report_intermediate(trial_id, result)
         ot_trial.set_user_attr("ray_trial_id", trial_id)

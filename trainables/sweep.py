@@ -8,11 +8,11 @@ from pathlib import Path
 
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from imbgan_core.config import ConfigError
 from trainables import mlflow_logging
 from trainables.assets import prepare_sweep_assets
+from trainables.durable import DurableFIFO, PersistentASHA
 from trainables.progress import ReportLines, status_reporter, trial_dirname
 from trainables.searcher import TruthfulOptunaSearch
 from trainables.spaces import Space, param_space
@@ -20,6 +20,11 @@ from trainables.summary import format_table, trial_rows, write_summary
 
 AUTO_GPU_SHARE = 0.25  # 'auto': 4 trials per GPU when the cluster has GPUs (issue #5)
 RUN_MAP = "mlflow_runs.json"
+ASHA_STATE = "asha_state.json"  # trainables.durable.PersistentASHA
+# A trial whose process dies (OOM kill, preempted node, lost worker) restarts from its last checkpoint up to this
+# many times (issue #7); a deterministic error costs at most this many extra attempts.
+TRIAL_RESTARTS = 2
+MLFLOW_SYNC_ATTEMPTS, MLFLOW_SYNC_PAUSE_S = 4, 5.0  # the end-of-sweep MLflow sync waits up to ~50 s for a store
 
 
 class SweepError(RuntimeError):
@@ -32,10 +37,14 @@ def run_sweep(space: Space, args: argparse.Namespace) -> int:
     storage = args.storage_path or str(results)
     tracking_uri = args.mlflow_uri or mlflow_logging.default_tracking_uri(results)
     experiment = args.experiment or space.name
+    try:
+        mlflow_logging.check_reachable(tracking_uri)
+    except ConnectionError as exc:
+        raise SweepError(str(exc)) from None
     trainable_fn = pick_trainable(space)
     assets = prepare_or_explain(space)  # data problems surface here: before Ray starts or anything is written
     if not ray.is_initialized():
-        ray.init(address=args.address, include_dashboard=False, logging_level=logging.WARNING)
+        connect_ray(args.address)
     gpus = resolve_gpus(space.resources.gpus_per_trial)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     experiment_id = mlflow_logging.prepare_store(tracking_uri, experiment, results / "mlartifacts")
@@ -44,14 +53,16 @@ def run_sweep(space: Space, args: argparse.Namespace) -> int:
     trainable = tune.with_resources(tune.with_parameters(trainable_fn, assets=assets),
                                     {"cpu": space.resources.cpus_per_trial, "gpu": gpus})
     run_map = sweep_dir / RUN_MAP
+    # A fresh sweep logs through this callback; a resumed one through the callback restored with Ray's experiment
+    # state (with the MLflow run map). Either way this one writes what an MLflow outage left out (sync_mlflow).
+    callback = mlflow_logging.MlflowSweepCallback(
+        tracking_uri, experiment_id, sweep_dir.name, run_map,
+        sweep_tags={"space": space.path, "searcher": f"optuna-{space.search.sampler}",
+                    "scheduler": space.search.scheduler, "metric": space.search.metric})
     experiment_path = f"{storage.rstrip('/')}/{sweep_dir.name}"
     if args.resume:  # searcher and callbacks (with the MLflow run map) come back from the experiment state
         tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        callback = mlflow_logging.MlflowSweepCallback(
-            tracking_uri, experiment_id, sweep_dir.name, run_map,
-            sweep_tags={"space": space.path, "searcher": f"optuna-{space.search.sampler}",
-                        "scheduler": space.search.scheduler, "metric": space.search.metric})
         tuner = build_tuner(space, trainable, sweep_dir, storage, [callback, ReportLines(space.search.metric)])
     started = time.time()
     status = "FAILED"
@@ -62,13 +73,18 @@ def run_sweep(space: Space, args: argparse.Namespace) -> int:
         status = "KILLED"
         raise
     finally:
-        mlflow_logging.close_sweep_runs(tracking_uri, run_map, status)
+        if status != "FINISHED":
+            try:
+                mlflow_logging.close_sweep_runs(tracking_uri, run_map, status)
+            except Exception as exc:  # keep the original error; an unreachable store must not mask it
+                print(f"warning: could not close the MLflow runs of this sweep ({exc})", flush=True)
+    mlflow_sync = sync_mlflow(callback, grid, space.search.metric)
     wall = time.time() - started
     rows = trial_rows(grid, space)
     summary = write_summary(rows, space, sweep_dir, {
         "wall_seconds": round(wall, 1), "results_dir": str(sweep_dir), "ray_storage": experiment_path,
         "mlflow": {"tracking_uri": tracking_uri, "experiment": experiment,
-                   "parent_run_id": mlflow_logging.load_run_map(run_map)["parent"]}})
+                   "parent_run_id": mlflow_logging.load_run_map(run_map)["parent"], **mlflow_sync}})
     print(format_table(rows, space.search.metric))
     best = summary["best"]
     if best:
@@ -76,6 +92,35 @@ def run_sweep(space: Space, args: argparse.Namespace) -> int:
               f"samples {best['sample_grid']}; config {best['best_yaml']}")
     print(f"summary: {sweep_dir / 'summary.json'} (wall {wall:.1f} s, {summary['total_steps']} training steps)")
     return 0 if best else 1
+
+
+def sync_mlflow(callback: mlflow_logging.MlflowSweepCallback, grid, metric: str) -> dict:
+    """Fill any MLflow gap left by an outage mid-sweep (issue #7), retrying a store that is still down; a gap that
+    remains is reported on the console and in summary.json (``mlflow.complete``), never left silent."""
+    error = None
+    for attempt in range(MLFLOW_SYNC_ATTEMPTS):
+        try:
+            written = callback.sync(grid, metric)
+        except Exception as exc:  # the store is still unreachable (or refuses a record): retry, then report
+            error = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            time.sleep(MLFLOW_SYNC_PAUSE_S * (attempt + 1))
+            continue
+        if written:
+            print(f"MLflow: wrote {written} records missing from {callback.tracking_uri} (an outage mid-sweep, or a "
+                  f"driver stopped before they were logged)", flush=True)
+        return {"complete": True, "records_written_late": written}
+    print(f"WARNING: could not complete the MLflow record of this sweep in {callback.tracking_uri} ({error}); run "
+          f"the same command with --resume once the store is back to write what is missing", flush=True)
+    return {"complete": False, "error": error}
+
+
+def connect_ray(address: str | None) -> None:
+    """Start a local Ray, or join the cluster at ``address``; a cluster that refuses us is a SweepError."""
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    except ConnectionError as exc:
+        raise SweepError(f"--address {address}: cannot connect to the Ray cluster ({exc}). Is it running, and does "
+                         f"this shell have RAY_AUTH_MODE=token and the cluster's token (docs/cluster.md)?") from None
 
 
 def prepare_or_explain(space: Space):
@@ -89,10 +134,11 @@ def prepare_or_explain(space: Space):
 def build_tuner(space: Space, trainable, sweep_dir: Path, storage: str, callbacks: list) -> tune.Tuner:
     s = space.search
     if s.scheduler == "asha":
-        scheduler = ASHAScheduler(time_attr="step", metric=s.metric, mode=s.mode, max_t=space.max_budget,
-                                  grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+        scheduler = PersistentASHA(sweep_dir / ASHA_STATE, time_attr="step", metric=s.metric, mode=s.mode,
+                                   max_t=space.max_budget, grace_period=s.grace_period,
+                                   reduction_factor=s.reduction_factor)
     else:
-        scheduler = FIFOScheduler()
+        scheduler = DurableFIFO()
     searcher = TruthfulOptunaSearch(space, sweep_dir / "optuna.db", study_name=sweep_dir.name)
     return tune.Tuner(
         trainable,
@@ -104,7 +150,7 @@ def build_tuner(space: Space, trainable, sweep_dir: Path, storage: str, callback
             name=sweep_dir.name, storage_path=storage, callbacks=callbacks, verbose=1,
             progress_reporter=status_reporter(s.metric, [d.key for d in space.params]),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            failure_config=tune.FailureConfig(max_failures=0)),
+            failure_config=tune.FailureConfig(max_failures=TRIAL_RESTARTS)),
     )
 
 

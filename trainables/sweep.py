@@ -61,7 +61,10 @@ def run_sweep(space: Space, args: argparse.Namespace) -> int:
                     "scheduler": space.search.scheduler, "metric": space.search.metric})
     experiment_path = f"{storage.rstrip('/')}/{sweep_dir.name}"
     if args.resume:  # searcher and callbacks (with the MLflow run map) come back from the experiment state
-        tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        # param_space again: new trials after the resume must carry the constant `run` / `sweep` keys even when the
+        # saved experiment state predates the first trial (a kill during Ray's first state sync).
+        tuner = tune.Tuner.restore(experiment_path, trainable=trainable, param_space=param_space(space),
+                                   resume_unfinished=True, resume_errored=True)
     else:
         tuner = build_tuner(space, trainable, sweep_dir, storage, [callback, ReportLines(space.search.metric)])
     started = time.time()

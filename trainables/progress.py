@@ -46,9 +46,13 @@ def quiet_trial_logs() -> None:
 
 
 def status_reporter(metric: str, searched_keys: list[str]) -> tune.CLIReporter:
-    """Ray's trial table with the searched parameters and the headline metrics only (not the whole run config)."""
+    """Ray's trial table with the searched parameters and the headline metrics only (not the whole run config).
+
+    No ``state`` column: a trial ASHA stopped keeps its last reported state ("running") there, which contradicts
+    Ray's own TERMINATED; the final table (summary) shows completed / stopped_by_asha / diverged / error.
+    """
     return tune.CLIReporter(parameter_columns=searched_keys,
-                            metric_columns=[reporting.STEP, metric, reporting.STATE], max_report_frequency=30)
+                            metric_columns=[reporting.STEP, metric], max_report_frequency=30)
 
 
 def trial_dirname(trial) -> str:

@@ -123,6 +123,17 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subpr
     return subprocess.CompletedProcess(args, proc.returncode, out, "")
 
 
+def run_sweep_ok(space: Path, results: Path, cache_dir: Path, timeout: float = 400) -> dict:
+    """Run a whole sweep through the CLI in a throw-away Ray temp dir; fail with its output unless it exits 0."""
+    ray_tmp = short_tmpdir()
+    try:
+        proc = run_cli(cli_args(space, results), sweep_env(cache_dir, ray_tmp), timeout=timeout)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return {"out": proc.stdout, "results": results}
+
+
 def start(args: list[str], env: dict[str, str], stdin=subprocess.DEVNULL) -> subprocess.Popen:
     """Start a process in its own session (its own process group), stdout+stderr merged as text."""
     return subprocess.Popen(args, env=env, cwd=REPO, stdin=stdin, stdout=subprocess.PIPE,

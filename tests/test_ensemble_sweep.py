@@ -3,13 +3,11 @@ Optuna and MLflow (sqlite). The step counter runs over both members; CAS is logg
 from __future__ import annotations
 
 import copy
-import shutil
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers_sweep import TINY_RUN, cli_args, mlflow_runs, ray_results, read_json, run_cli, short_tmpdir, split_runs, \
-    sweep_env, write_space
+from helpers_sweep import TINY_RUN, mlflow_runs, ray_results, read_json, run_sweep_ok, split_runs, write_space
 from trainables import reporting
 
 pytestmark = pytest.mark.slow
@@ -20,7 +18,6 @@ STEPS, EVERY = 40, 20  # per member; two members -> reports at 20, 40, 60, 80
 @pytest.fixture(scope="module")
 def sweep(cache_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("ensemble_sweep")
-    ray_tmp = short_tmpdir()
     run = copy.deepcopy(TINY_RUN)
     run["method"] = {"name": "cgan"}
     run["train"] = {**run["train"], "steps": STEPS, "eval_every": EVERY, "diffaugment": ""}
@@ -34,10 +31,7 @@ def sweep(cache_dir, tmp_path_factory):
                                 "searcher": {"optuna": {"sampler": "random", "seed": 0}}},
                         resources={"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent": 1})
     results = root / "results"
-    proc = run_cli(cli_args(space, results), sweep_env(cache_dir, ray_tmp), timeout=400)
-    shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    return {"out": proc.stdout, "results": results, "dir": results / "ens"}
+    return {**run_sweep_ok(space, results, cache_dir), "dir": results / "ens"}
 
 
 def test_both_trials_train_both_members_with_a_global_step(sweep):

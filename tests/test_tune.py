@@ -6,7 +6,6 @@ has earlier results to compare with) runs once per module; the tests below read 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -14,8 +13,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from helpers_sweep import (TINY_RUN, cli_args, mlflow_runs, optuna_trials, read_json, run_cli, short_tmpdir,
-                           split_runs, sweep_env, write_space)
+from helpers_sweep import TINY_RUN, mlflow_runs, optuna_trials, read_json, run_sweep_ok, split_runs, write_space
 from trainables import reporting
 
 pytestmark = pytest.mark.slow
@@ -26,16 +24,12 @@ NUM_TRIALS, MAX_STEPS = 3, 60
 @pytest.fixture(scope="module")
 def sweep(cache_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
-    ray_tmp = short_tmpdir()
     space = write_space(root / "space.yaml", name="e2e",
                         search={"num_samples": NUM_TRIALS,
                                 "scheduler": {"asha": {"grace_period": 20, "reduction_factor": 3}}},
                         resources={"cpus_per_trial": 1, "gpus_per_trial": "auto", "max_concurrent": 1})
     results = root / "results"
-    proc = run_cli(cli_args(space, results), sweep_env(cache_dir, ray_tmp), timeout=400)
-    shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    return {"out": proc.stdout, "results": results, "dir": results / "e2e"}
+    return {**run_sweep_ok(space, results, cache_dir), "dir": results / "e2e"}
 
 
 def test_summary_files_and_table(sweep):

@@ -18,7 +18,7 @@ from ray import tune
 from imbgan_core.ensemble.ensemble import Ensemble
 from imbgan_core.training import DivergedError
 from trainables import reporting
-from trainables.gan import diverged_report, trial_device, trial_resources, write_artifacts
+from trainables.gan import diverged_report, trial_device, trial_facts, write_artifacts
 from trainables.progress import quiet_trial_logs
 from trainables.spaces import trial_run_config
 
@@ -32,7 +32,7 @@ def train_ensemble(config: dict, assets) -> None:
     quiet_trial_logs()
     cfg = trial_run_config(config)
     device = trial_device()
-    facts = {"device": device, "gpu_share": float(trial_resources().get("GPU", 0)), "started_at": started}
+    facts = trial_facts(device, started)
     ensemble = Ensemble(cfg, assets=assets, device=device)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:

@@ -45,15 +45,20 @@ def trial_device() -> str:
     return "cpu"
 
 
+def trial_facts(device: str, started: float) -> dict:
+    """Where and how a trial runs, reported with every result (shared by the GAN and ensemble trainables)."""
+    return {"device": device, "gpu_share": float(trial_resources().get("GPU", 0)),
+            "torch_threads": torch.get_num_threads(), "started_at": started,
+            "node_id": ray.get_runtime_context().get_node_id()}
+
+
 def train_gan(config: dict, assets) -> None:
     """Ray Tune function trainable (``tune.with_parameters(train_gan, assets=...)``)."""
     started = time.time()
     quiet_trial_logs()
     cfg = trial_run_config(config)
     device = trial_device()
-    facts = {"device": device, "gpu_share": float(trial_resources().get("GPU", 0)),
-             "torch_threads": torch.get_num_threads(), "started_at": started,
-             "node_id": ray.get_runtime_context().get_node_id()}
+    facts = trial_facts(device, started)
     run = Run(cfg, assets=assets, device=device)
     restore(run)
     steps, every = cfg.train.steps, cfg.train.eval_every

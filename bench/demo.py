@@ -16,7 +16,7 @@ def main() -> None:
     parser.add_argument("--results", default=None, help="results root (default: a fresh temporary folder)")
     args, extra = parser.parse_known_args()
     results = args.results or scratch_dir("imbgan-demo-")
-    summary, wall = run_sweep(args.space, results, *extra)
+    summary, wall, _ = run_sweep(args.space, results, *extra)
     trials = usable(summary)
     metric = summary["metric"]
     print(f"\ndemo: {len(summary['trials'])} trials, states {summary['states']}")

@@ -26,7 +26,7 @@ def main() -> None:
     if args.summary:
         summary = json.loads(Path(args.summary).read_text())
     else:
-        summary, process_wall = run_sweep(args.space, scratch_dir("imbgan-overhead-"), "--num-samples",
+        summary, process_wall, _ = run_sweep(args.space, scratch_dir("imbgan-overhead-"), "--num-samples",
                                           str(args.num_samples), "--max-steps", str(args.max_steps),
                                           "--max-concurrent", str(args.concurrency))
         print(f"\nprocess wall {process_wall:.1f} s (Ray start-up, assets and summary included)")

@@ -25,8 +25,8 @@ def variant(space: Path, changes: dict, name: str, folder: Path) -> Path:
     return path
 
 
-def run_sweep(space: Path, results: Path, *flags: str) -> tuple[dict, float]:
-    """Run the CLI to completion (output streamed), return (summary.json, process wall seconds)."""
+def run_sweep(space: Path, results: Path, *flags: str) -> tuple[dict, float, Path]:
+    """Run the CLI to completion (output streamed), return (summary.json, process wall seconds, sweep folder)."""
     name = load_yaml(str(space))["name"]
     started = time.time()
     proc = subprocess.run([sys.executable, "-m", "trainables.tune", "--space", str(space), "--results", str(results),
@@ -35,7 +35,7 @@ def run_sweep(space: Path, results: Path, *flags: str) -> tuple[dict, float]:
     if proc.returncode != 0:
         sys.exit(f"sweep {space} failed with exit code {proc.returncode}")
     summary_path = max(Path(results).glob(f"{name}*/summary.json"), key=lambda p: p.stat().st_mtime)
-    return json.loads(summary_path.read_text()), wall
+    return json.loads(summary_path.read_text()), wall, summary_path.parent
 
 
 def usable(summary: dict) -> list[dict]:

@@ -145,3 +145,20 @@ def test_generator_weights_of_a_partial_ensemble(digits_cfg, a_mu_ensemble):
     assert ens.generator().weights.tolist() == [1.0]
     ens.members = a_mu_ensemble.members
     assert ens.generator().weights.tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("damaged", ["member_1/checkpoint.pt", "member_1/sample_weights.pt", "ensemble.json"])
+def test_unreadable_checkpoint_leaves_the_ensemble_fresh_for_an_older_one(a_mu_ensemble, assets, tmp_path, damaged):
+    """trainables.gan.restore falls back to an older checkpoint on CheckpointError: load must be all or nothing."""
+    from imbgan_core.training import CheckpointError
+
+    a_mu_ensemble.save(tmp_path / "new")
+    a_mu_ensemble.save(tmp_path / "old")
+    path = tmp_path / "new" / damaged
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # a truncated copy
+    restored = Ensemble(a_mu_ensemble.cfg, assets, device="cpu")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        restored.load(tmp_path / "new")
+    assert restored.members == [] and restored.steps_done == 0
+    restored.load(tmp_path / "old")
+    assert restored.steps_done == a_mu_ensemble.steps_done

@@ -167,3 +167,40 @@ def test_quniform_and_randint_bounds_are_inclusive(tmp_path):
     samples = _sample(space, 40)
     assert {s["method.cycle"] for s in samples} == {10, 11, 12}
     assert {s["method.lambda"] for s in samples} <= {1.0, 1.5, 2.0}
+
+
+def _proposals(sampler, space, n: int) -> list[dict]:
+    study = optuna.create_study(sampler=sampler)
+    proposals = []
+    for i in range(n):
+        trial = study.ask()
+        proposals.append(space.suggest(trial))
+        study.tell(trial, float(i))
+    return proposals
+
+
+def test_tpe_start_up_length_comes_from_the_space(tmp_path):
+    from trainables.searcher import make_sampler
+    searched = {"method.lambda": {"loguniform": [0.5, 20.0]}, "method.alpha": {"uniform": [0.1, 0.9]}}
+    search = {**SEARCH, "searcher": {"optuna": {"sampler": "tpe", "seed": 3, "n_startup_trials": 2}}}
+    space = load_space(str(write(tmp_path, searched, search=search)))
+    assert space.search.n_startup_trials == 2 and "first 2 trials at random" in space.describe()
+    random = _proposals(optuna.samplers.RandomSampler(seed=3), space, 4)
+    short = _proposals(make_sampler("tpe", 3, space.search.n_startup_trials), space, 4)
+    default = _proposals(make_sampler("tpe", 3), space, 4)
+    assert short[:2] == random[:2] and short[2:] != random[2:]  # TPE takes over after 2 finished trials
+    assert default == random  # Optuna's default start-up of 10 is still random at trial 4
+    assert "whole sweep is random search" in load_space(str(write(tmp_path, searched))).describe()
+
+
+@pytest.mark.parametrize("optuna_opts, needle", [
+    ({"n_startup_trials": 0}, "n_startup_trials: expected an integer >= 1, got 0"),
+    ({"n_startup_trials": 2.5}, "n_startup_trials: expected an integer >= 1, got 2.5"),
+    ({"sampler": "random", "n_startup_trials": 3}, "only the tpe sampler has a start-up phase"),
+    ({"startup": 3}, "search.searcher.optuna.startup: unknown key (valid: sampler, seed, n_startup_trials)"),
+])
+def test_bad_tpe_start_up_is_rejected(tmp_path, optuna_opts, needle):
+    search = {**SEARCH, "searcher": {"optuna": optuna_opts}}
+    with pytest.raises(SpaceError) as info:
+        load_space(str(write(tmp_path, {"method.lambda": {"loguniform": [0.5, 20.0]}}, search=search)))
+    assert needle in str(info.value)

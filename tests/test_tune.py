@@ -40,6 +40,7 @@ def test_summary_files_and_table(sweep):
     values = [t["metrics"]["intra_fid"] for t in summary["trials"] if t["state"] == reporting.COMPLETED]
     assert values == sorted(values) and summary["best"]["metrics"]["intra_fid"] == values[0]
     assert summary["total_steps"] == sum(t["steps"] for t in summary["trials"]) < NUM_TRIALS * MAX_STEPS + 1
+    assert 0 < summary["driver_cpu_seconds"] and 0 < summary["wall_seconds"]
     with open(summary["best"]["sample_grid"], "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     assert summary["best"]["trial_id"] in sweep["out"] and "best trial" in sweep["out"]

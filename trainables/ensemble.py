@@ -5,7 +5,8 @@ with ``step`` counting over the whole ensemble (member i's step s is i * train.s
 stops ensembles by the work done so far. Evaluations follow each member's own ``eval_every`` schedule and always
 fall on a member's last step, so every finished prefix of the ensemble is scored. Checkpoints hold every member
 trained so far (Ensemble.save) and artifacts (sample grid of the ensemble, per-class metrics, per-class weight
-statistics of the reweighted members).
+statistics of the reweighted members); a resume takes the newest readable one, like the GAN trial
+(trainables.gan.restore).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ray import tune
 from imbgan_core.ensemble.ensemble import Ensemble
 from imbgan_core.training import DivergedError
 from trainables import reporting
-from trainables.gan import diverged_report, trial_device, trial_facts, write_artifacts
+from trainables.gan import diverged_report, restore, trial_device, trial_facts, write_artifacts
 from trainables.progress import quiet_trial_logs
 from trainables.spaces import trial_run_config
 
@@ -34,10 +35,7 @@ def train_ensemble(config: dict, assets) -> None:
     device = trial_device()
     facts = trial_facts(device, started)
     ensemble = Ensemble(cfg, assets=assets, device=device)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            ensemble.load(folder)
+    restore(ensemble)
     steps, every = cfg.train.steps, cfg.train.eval_every
     while ensemble.steps_done < ensemble.total_steps:
         local = ensemble.steps_done % steps  # the current member's own step count

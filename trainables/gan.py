@@ -72,8 +72,9 @@ def train_gan(config: dict, assets) -> None:
         report_evaluation(run, assets, facts, final=run.steps_done >= steps)
 
 
-def restore(run: Run) -> None:
-    """Resume from the newest readable checkpoint in the trial's folder on the storage path, if there is one.
+def restore(run) -> None:
+    """Resume ``run`` (a ``Run`` or an ``Ensemble``: both ``load`` all or nothing, raising ``CheckpointError``) from
+    the newest readable checkpoint in the trial's folder on the storage path, if there is one.
 
     Ray's own pointer (``tune.get_checkpoint()``) can be older than that folder: Ray saves its experiment state
     between events, so a driver killed just after a report resumes the trial one checkpoint early, or from scratch

@@ -75,6 +75,7 @@ class Search:
     reduction_factor: float | None
     sampler: str
     seed: int
+    n_startup_trials: int = 10  # TPE's random start-up (Optuna's default); spaces with few trials set it lower
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,10 @@ class Space:
         lines = [f"sweep {self.name!r} from {self.path}", "searched:"]
         lines += [f"  {d.describe()}" for d in self.params] or ["  (nothing: every trial runs the base config)"]
         lines.append(f"metric: {s.metric} ({s.mode}); searcher: optuna {s.sampler} (seed {s.seed})")
+        if s.sampler == "tpe":
+            lines.append(f"  TPE samples the first {s.n_startup_trials} trials at random"
+                         + ("; with num_samples <= that, the whole sweep is random search (lower "
+                            "search.searcher.optuna.n_startup_trials)" if s.n_startup_trials >= s.num_samples else ""))
         if s.scheduler == "asha":
             rungs = asha_rungs(s.grace_period, s.reduction_factor, self.max_budget)
             lines.append(f"scheduler: ASHA on steps, rungs at {rungs}, reduction factor {s.reduction_factor}")
@@ -363,8 +368,8 @@ def _parse_search(raw: dict, run: dict, problems: list[str]) -> Search:
     if not _is_int(num_samples) or num_samples < 1:
         problems.append(f"search.num_samples: expected an integer >= 1, got {num_samples!r}")
     scheduler, grace, factor = _parse_scheduler(raw.get("scheduler", "fifo"), run, problems)
-    sampler, seed = _parse_searcher(raw.get("searcher", {"optuna": {}}), problems)
-    return Search(metric, mode, num_samples, scheduler, grace, factor, sampler, seed)
+    sampler, seed, startup = _parse_searcher(raw.get("searcher", {"optuna": {}}), problems)
+    return Search(metric, mode, num_samples, scheduler, grace, factor, sampler, seed, startup)
 
 
 def _parse_scheduler(raw: Any, run: dict, problems: list[str]):
@@ -386,14 +391,20 @@ def _parse_scheduler(raw: Any, run: dict, problems: list[str]):
 
 def _parse_searcher(raw: Any, problems: list[str]):
     name, opts = _single_key(raw, "search.searcher", ("optuna",), problems)
-    sampler, seed = opts.get("sampler", "tpe"), opts.get("seed", 0)
-    problems.extend(f"search.searcher.optuna.{k}: unknown key (valid: sampler, seed)"
-                    for k in opts if k not in ("sampler", "seed"))
+    sampler, seed, startup = opts.get("sampler", "tpe"), opts.get("seed", 0), opts.get("n_startup_trials", 10)
+    valid = ("sampler", "seed", "n_startup_trials")
+    problems.extend(f"search.searcher.optuna.{k}: unknown key (valid: {', '.join(valid)})"
+                    for k in opts if k not in valid)
     if sampler not in SAMPLERS:
         problems.append(f"search.searcher.optuna.sampler: {sampler!r} is not one of {list(SAMPLERS)}")
     if not _is_int(seed):
         problems.append(f"search.searcher.optuna.seed: expected an integer, got {seed!r}")
-    return sampler, seed
+    if not _is_int(startup) or startup < 1:
+        problems.append(f"search.searcher.optuna.n_startup_trials: expected an integer >= 1, got {startup!r}")
+    elif sampler == "random" and "n_startup_trials" in opts:
+        problems.append("search.searcher.optuna.n_startup_trials: only the tpe sampler has a start-up phase "
+                        "(sampler is 'random')")
+    return sampler, seed, startup
 
 
 def _parse_resources(raw: dict, problems: list[str]) -> Resources:

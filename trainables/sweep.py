@@ -67,7 +67,7 @@ def run_sweep(space: Space, args: argparse.Namespace) -> int:
                                    resume_unfinished=True, resume_errored=True)
     else:
         tuner = build_tuner(space, trainable, sweep_dir, storage, [callback, ReportLines(space.search.metric)])
-    started = time.time()
+    started, driver_cpu = time.time(), time.process_time()
     status = "FAILED"
     try:
         grid = tuner.fit()
@@ -82,10 +82,11 @@ def run_sweep(space: Space, args: argparse.Namespace) -> int:
             except Exception as exc:  # keep the original error; an unreachable store must not mask it
                 print(f"warning: could not close the MLflow runs of this sweep ({exc})", flush=True)
     mlflow_sync = sync_mlflow(callback, grid, space.search.metric)
-    wall = time.time() - started
+    wall, driver_cpu = time.time() - started, time.process_time() - driver_cpu
     rows = trial_rows(grid, space)
     summary = write_summary(rows, space, sweep_dir, {
-        "wall_seconds": round(wall, 1), "results_dir": str(sweep_dir), "ray_storage": experiment_path,
+        "wall_seconds": round(wall, 1), "driver_cpu_seconds": round(driver_cpu, 1),  # CPU the trials did not get
+        "results_dir": str(sweep_dir), "ray_storage": experiment_path,
         "mlflow": {"tracking_uri": tracking_uri, "experiment": experiment,
                    "parent_run_id": mlflow_logging.load_run_map(run_map)["parent"], **mlflow_sync}})
     print(format_table(rows, space.search.metric))

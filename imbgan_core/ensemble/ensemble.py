@@ -217,25 +217,40 @@ class Ensemble:
         return directory / STATE_FILE
 
     def load(self, directory) -> None:
-        """Rebuild every saved member (finished ones and the one in progress) exactly; this must be a fresh Ensemble."""
+        """Rebuild every saved member (finished ones and the one in progress) exactly; this must be a fresh Ensemble.
+
+        All or nothing: an unreadable member leaves the ensemble fresh and raises ``CheckpointError``, so the caller
+        can try an older checkpoint (trainables.gan.restore)."""
         directory = Path(directory)
         path = directory / STATE_FILE
         if not path.is_file():
             raise CheckpointError(f"{path}: no ensemble state file")
         if self.members:
             raise CheckpointError("Ensemble.load needs a fresh ensemble (members were already trained)")
-        state = json.loads(path.read_text(encoding="utf-8"))
-        if state.get("format") != STATE_FORMAT:
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{path}: unreadable ensemble state ({type(exc).__name__}: {exc})") from None
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise CheckpointError(f"{path}: not an imbgan ensemble state of format {STATE_FORMAT}")
         differences = config_differences(state["config"], self.cfg.to_dict())
         if differences:
             raise CheckpointError(f"{path}: ensemble config differs from this one in " + ", ".join(differences))
-        for i in range(int(state["members"])):
-            folder = directory / f"member_{i}"
-            reweighting = probabilities = None
-            if (folder / WEIGHTS_FILE).is_file():
-                saved = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-                stats = [ClassWeightStats(**s) for s in json.loads((folder / STATS_FILE).read_text())]
-                reweighting = Reweighting(saved["raw"], saved["weights"], stats)
-                probabilities = saved["probabilities"]
-            self._add_member(i, reweighting, probabilities).run.load(folder)
+        try:
+            for i in range(int(state["members"])):
+                self._load_member(i, directory / f"member_{i}")
+        except CheckpointError:
+            self.members = []
+            raise
+        except Exception as exc:  # a truncated weights file or stats table: unreadable, like a bad Run checkpoint
+            self.members = []
+            raise CheckpointError(f"{directory}: unreadable ensemble member ({type(exc).__name__}: {exc})") from None
+
+    def _load_member(self, index: int, folder: Path) -> None:
+        reweighting = probabilities = None
+        if (folder / WEIGHTS_FILE).is_file():
+            saved = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+            stats = [ClassWeightStats(**s) for s in json.loads((folder / STATS_FILE).read_text())]
+            reweighting = Reweighting(saved["raw"], saved["weights"], stats)
+            probabilities = saved["probabilities"]
+        self._add_member(index, reweighting, probabilities).run.load(folder)

@@ -25,6 +25,10 @@ Per-class vectors (``per_class``): fid, kid, precision, recall, density, coverag
 Sample counts are in ``meta``: samples_per_class, generated_total, real_per_class, real_total, kid_estimate ("full
 sample" or "S subsets x M"), lpips_pairs, cas_generated; plus feature_space, feature_dim, feature_weights and timings.
 
+Unconditional generators (``model.g_conditional: false``, CBGAN's own setting): only the groups of
+``config.UNCONDITIONAL_METRICS`` (fid, is, prdc, class_kl) are defined; the others group images by the label G was
+asked for and ignored, so such a config is rejected before training (``imbgan_core.methods.config_problems``).
+
 Feature spaces (``eval.features``). ``annotator`` (default, offline): the balanced annotator classifier trained on the
 dataset itself. FID / KID / PRDC / IS computed there are *domain* metrics ("annotator FID"), NOT Inception FID: their
 scale differs and they are comparable only with other results of the same annotator (``meta["feature_weights"]``).

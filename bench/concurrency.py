@@ -10,11 +10,13 @@ Two measurements, each a ratio of two runs made one after the other in this proc
 The driver's CPU seconds (summary.json ``driver_cpu_seconds``) are printed beside each sweep: with 2 trials on 2
 cores every driver CPU second is taken from a trial.
 Usage: python bench/concurrency.py [--space FILE] [--trials 4] [--max-steps 600] [--part sweep|ceiling|both]
+       [--rounds 3]
 """
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import statistics
 import time
 
 from sweeps import DEFAULT_SPACE, run_sweep, scratch_dir, variant
@@ -38,21 +40,22 @@ def train_alone(space_path: str, steps: int, barrier, out) -> None:
     out.put(time.perf_counter() - started)
 
 
-def ceiling(space_path: str, steps: int) -> dict[int, float]:
-    """Steps per second of 1 and of 2 side-by-side plain processes."""
+def ceiling(space_path: str, steps: int, rounds: int) -> dict[int, float]:
+    """Median steps per second of 1 and of 2 side-by-side plain processes over ``rounds`` interleaved rounds."""
     ctx = mp.get_context("spawn")
-    throughput = {}
-    for n in (1, 2):
-        barrier, out = ctx.Barrier(n), ctx.Queue()
-        procs = [ctx.Process(target=train_alone, args=(space_path, steps, barrier, out)) for _ in range(n)]
-        for p in procs:
-            p.start()
-        seconds = [out.get() for _ in procs]
-        for p in procs:
-            p.join()
-        throughput[n] = n * steps / max(seconds)
-        print(f"plain processes x{n}: {n * steps} steps in {max(seconds):.1f} s = {throughput[n]:.1f} steps/s")
-    return throughput
+    measured: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(rounds):
+        for n in (1, 2):
+            barrier, out = ctx.Barrier(n), ctx.Queue()
+            procs = [ctx.Process(target=train_alone, args=(space_path, steps, barrier, out)) for _ in range(n)]
+            for p in procs:
+                p.start()
+            seconds = [out.get() for _ in procs]
+            for p in procs:
+                p.join()
+            measured[n].append(n * steps / max(seconds))
+            print(f"plain processes x{n}: {n * steps} steps in {max(seconds):.1f} s = {measured[n][-1]:.1f} steps/s")
+    return {n: statistics.median(v) for n, v in measured.items()}
 
 
 def sweep(space_path, folder, trials: int, max_steps: int) -> dict[int, float]:
@@ -73,11 +76,13 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--max-steps", type=int, default=600)
     parser.add_argument("--part", choices=("sweep", "ceiling", "both"), default="both")
+    parser.add_argument("--rounds", type=int, default=3, help="ceiling: interleaved rounds of 1 and 2 processes")
     args = parser.parse_args()
     lines = []
     if args.part in ("ceiling", "both"):
-        plain = ceiling(args.space, args.max_steps)
-        lines.append(f"hardware ceiling, plain processes 2 vs 1: {plain[2] / plain[1]:.2f}")
+        plain = ceiling(args.space, args.max_steps, args.rounds)
+        lines.append(f"hardware ceiling, plain processes 2 vs 1 (medians of {args.rounds} rounds): "
+                     f"{plain[2] / plain[1]:.2f}")
     if args.part in ("sweep", "both"):
         swept = sweep(args.space, scratch_dir("imbgan-concurrency-"), args.trials, args.max_steps)
         lines.append(f"sweep throughput ratio 2 vs 1: {swept[2] / swept[1]:.2f}  (target >= 1.7)")

@@ -208,8 +208,8 @@ class MethodConfig:
 class TrainConfig:
     steps: int = _f(2000, min=1)
     batch_size: int = _f(64, min=2)
-    lr_g: float = _f(2e-4, gt=0.0, max=1.0, help="Adam learning rate (> 1 is rejected: a typo, not a GAN setting)")
-    lr_d: float = _f(2e-4, gt=0.0, max=1.0, help="Adam learning rate (> 1 is rejected)")
+    lr_g: float = _f(2e-4, gt=0.0)
+    lr_d: float = _f(2e-4, gt=0.0)
     beta1: float = _f(0.5, min=0.0, max=1.0)
     beta2: float = _f(0.999, min=0.0, max=1.0)
     n_dis: int = _f(1, min=1, help="discriminator steps per generator step")
@@ -231,7 +231,7 @@ class ClassifierConfig:
     arch: str = _f("auto", choices=("auto", "cnn", "resnet32"), help="auto: cnn below 32 px, resnet32 otherwise")
     epochs: int = _f(30, min=1)
     batch_size: int = _f(128, min=2)
-    lr: float = _f(1e-3, gt=0.0, max=1.0)
+    lr: float = _f(1e-3, gt=0.0)
     entropy_bonus: float = _f(0.0, min=0.0, help="Softlabel-GAN: CE - w * entropy, w = 0.3 in the paper")
     seed: int = _f(0)
 

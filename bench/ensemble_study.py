@@ -1,6 +1,6 @@
 """Slim 2020's Table 3 question on digits-LT: do ensembles of sequentially reweighted GANs beat independent ones?
 
-    python bench/ensemble_study.py [--steps 2500] [--cas-steps 300] [--threads 1] [--set key=value ...]
+    python bench/ensemble_study.py [--steps 1200] [--cas-steps 300] [--threads 1] [--set key=value ...]
 
 Trains ensembles of up to 3 members with ``reweighting: none`` (independent seeds, the paper's baseline) and
 ``B`` (sigmoid weights) on the run config of ``search_spaces/ensemble.yaml`` and scores every prefix (|G| = 1, 2, 3)
@@ -8,9 +8,9 @@ with the evaluator: intra-FID and class_accuracy (annotator feature space) and C
 classifier trained with the same budget (cas_real). Member 0 is the same run in both ensembles (same seed, uniform
 sampling): it is trained once and |G| = 1 is one row. Prints a table and the wall time of every member.
 
-Budget: 5 members x 2500 steps; 25 minutes on a 2-core machine shared with other jobs (load ~10), about 13 minutes
-at 60 ms per step (nearly idle). Fewer steps are faster but not meaningful: members follow their class labels only after
-~2000 steps here, before that CAS sits at chance.
+Budget: 5 members x 1200 steps at the space's lr 1e-3: 255 s on an idle 2-core machine with --threads 2 (47 s
+per member). With the papers' lr 2e-4 members need ~2500 steps before they follow their class labels (before that
+CAS sits at chance); past ~1600 steps at lr 1e-3 intra-FID gets worse again (docs/sweeps.md).
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def format_row(row: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--space", default=SPACE, help="space file whose run: section is the base config")
-    p.add_argument("--steps", type=int, default=2500, help="training steps per member")
+    p.add_argument("--steps", type=int, default=1200, help="training steps per member")
     p.add_argument("--cas-steps", type=int, default=300, help="CAS classifier steps (eval.cas.steps)")
     p.add_argument("--max-size", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch threads (more than 1 thrashes a busy 2-core machine)")

@@ -83,6 +83,7 @@ def test_mlflow_parent_and_trial_runs(sweep):
     parents, nested = split_runs(mlflow_runs(uri, "e2e"))
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].info.run_id == summary["mlflow"]["parent_run_id"]
+    assert parents[0].data.tags["n_startup_trials"] == "10"  # the tiny space keeps Optuna's default
     assert len(nested) == NUM_TRIALS and {r.info.status for r in nested} == {"FINISHED"}
     states = {t["trial_id"]: t["state"] for t in summary["trials"]}
     from mlflow.tracking import MlflowClient

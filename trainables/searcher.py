@@ -39,8 +39,7 @@ class TruthfulOptunaSearch(OptunaSearch):
     def __init__(self, space: Space, study_db: Path, study_name: str):
         storage = optuna.storages.RDBStorage(f"sqlite:///{Path(study_db).resolve()}")
         super().__init__(space=space.suggest, metric=space.search.metric, mode=space.search.mode,
-                         sampler=make_sampler(space.search.sampler, space.search.seed,
-                                                      space.search.n_startup_trials),
+                         sampler=make_sampler(space.search.sampler, space.search.seed, space.search.n_startup_trials),
                          study_name=study_name, storage=storage)
         self._reported_steps: dict[str, set[int]] = {}
 

@@ -58,6 +58,7 @@ def run_sweep(space: Space, args: argparse.Namespace) -> int:
     callback = mlflow_logging.MlflowSweepCallback(
         tracking_uri, experiment_id, sweep_dir.name, run_map,
         sweep_tags={"space": space.path, "searcher": f"optuna-{space.search.sampler}",
+                    "n_startup_trials": str(space.search.n_startup_trials if space.search.sampler == "tpe" else 0),
                     "scheduler": space.search.scheduler, "metric": space.search.metric})
     experiment_path = f"{storage.rstrip('/')}/{sweep_dir.name}"
     if args.resume:  # searcher and callbacks (with the MLflow run map) come back from the experiment state

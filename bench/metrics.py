@@ -103,7 +103,7 @@ def bench_run(steps: int, repeats: int) -> None:
                        ("metrics_s", "computing statistics")):
         part = statistics.median(t[key] for t in timings)
         print(f"    {label:<22} {part:7.3f} s  {100 * part / total:5.1f} %")
-    print(f"  scalars: " + ", ".join(f"{k} {v:.4g}" for k, v in results[-1].scalars.items()))
+    print("  scalars: " + ", ".join(f"{k} {v:.4g}" for k, v in results[-1].scalars.items()))
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ statistics of the reweighted members); a resume takes the newest readable one, l
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 from ray import tune
@@ -19,9 +18,7 @@ from ray import tune
 from imbgan_core.ensemble.ensemble import Ensemble
 from imbgan_core.training import DivergedError
 from trainables import reporting
-from trainables.gan import diverged_report, restore, trial_device, trial_facts, write_artifacts
-from trainables.progress import quiet_trial_logs
-from trainables.spaces import trial_run_config
+from trainables.gan import diverged_report, start_trial, write_artifacts
 
 WEIGHT_STATS_CSV = "weight_stats.csv"  # artifact: per-class mu_k, sigma_k, zero share of every reweighted member
 MEMBERS = "members"  # reported beside step: members trained so far (the current one included)
@@ -29,13 +26,8 @@ MEMBERS = "members"  # reported beside step: members trained so far (the current
 
 def train_ensemble(config: dict, assets) -> None:
     """Ray Tune function trainable (``tune.with_parameters(train_ensemble, assets=...)``)."""
-    started = time.time()
-    quiet_trial_logs()
-    cfg = trial_run_config(config)
-    device = trial_device()
-    facts = trial_facts(device, started)
-    ensemble = Ensemble(cfg, assets=assets, device=device)
-    restore(ensemble)
+    cfg, device, facts, started, ensemble = start_trial(
+        config, lambda cfg, device: Ensemble(cfg, assets=assets, device=device))
     steps, every = cfg.train.steps, cfg.train.eval_every
     while ensemble.steps_done < ensemble.total_steps:
         local = ensemble.steps_done % steps  # the current member's own step count

@@ -52,15 +52,22 @@ def trial_facts(device: str, started: float) -> dict:
             "node_id": ray.get_runtime_context().get_node_id()}
 
 
-def train_gan(config: dict, assets) -> None:
-    """Ray Tune function trainable (``tune.with_parameters(train_gan, assets=...)``)."""
+def start_trial(config: dict, build):
+    """The start every trial shares: quiet logs, the run config, device and threads, the facts reported with every
+    result, then ``build(cfg, device)`` (a ``Run`` or an ``Ensemble``) resumed by ``restore``.
+    Returns (cfg, device, facts, started, built)."""
     started = time.time()
     quiet_trial_logs()
     cfg = trial_run_config(config)
     device = trial_device()
-    facts = trial_facts(device, started)
-    run = Run(cfg, assets=assets, device=device)
-    restore(run)
+    built = build(cfg, device)
+    restore(built)
+    return cfg, device, trial_facts(device, started), started, built
+
+
+def train_gan(config: dict, assets) -> None:
+    """Ray Tune function trainable (``tune.with_parameters(train_gan, assets=...)``)."""
+    cfg, device, facts, started, run = start_trial(config, lambda cfg, device: Run(cfg, assets=assets, device=device))
     steps, every = cfg.train.steps, cfg.train.eval_every
     while run.steps_done < steps:
         n = min(every - run.steps_done % every, steps - run.steps_done)

@@ -17,6 +17,7 @@ Roles (our decisions, deliberate):
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from imbgan_core.cache import cached, content_hash, tensor_digest
 from imbgan_core.config import ClassifierConfig
@@ -68,6 +70,21 @@ class Classifier(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
         return self.net.features(x)
+
+
+def differentiable_copy(classifier: nn.Module, device) -> nn.Module:
+    """A frozen private copy of ``classifier`` for gradients through its input on every training step (CBGAN): each
+    Conv2d followed by BatchNorm2d in a Sequential is fused into one conv (exact for frozen eval-mode BN, up to
+    float rounding) and weights are channels-last; together they cut its forward + input-backward by ~40 % on CPU
+    (bench/step_time.py). A copy, so the shared, cached classifier is untouched. Feed it channels-last images."""
+    fast = copy.deepcopy(classifier).eval()
+    for block in fast.modules():
+        if isinstance(block, nn.Sequential):
+            for i in range(len(block) - 1):
+                if isinstance(block[i], nn.Conv2d) and isinstance(block[i + 1], nn.BatchNorm2d):
+                    block[i] = fuse_conv_bn_eval(block[i], block[i + 1])
+                    block[i + 1] = nn.Identity()
+    return fast.to(device, memory_format=torch.channels_last).requires_grad_(False)
 
 
 def classifier_key(data: LongTailData, cfg: ClassifierConfig, role: str) -> dict:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from imbgan_core.classifier import (
-    classifier_key, entropy_bonus_loss, get_classifier, random_translate, soft_labels, train_classifier, training_set,
+    classifier_key, differentiable_copy, entropy_bonus_loss, get_classifier, random_translate, soft_labels, train_classifier, training_set,
 )
 from imbgan_core.config import ClassifierConfig
 from imbgan_core.data import load_dataset
@@ -143,6 +143,29 @@ def test_random_translate_is_a_shift_of_the_padded_image():
         crops = [padded[n, :, dy:dy + 8, dx:dx + 8] for dy in range(3) for dx in range(3)]
         assert any(torch.equal(out[n], c) for c in crops)
     assert torch.equal(out, random_translate(x, torch.Generator().manual_seed(0)))
+
+
+def test_differentiable_copy_matches_c_and_leaves_it_alone(lt_classifier, digits_data):
+    """CBGAN's fused, channels-last copy of C: same logits and input gradients, no BatchNorm left, frozen; the
+    shared classifier keeps its BatchNorm layers and weights."""
+    before = {k: v.clone() for k, v in lt_classifier.state_dict().items()}
+    fast = differentiable_copy(lt_classifier, "cpu")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in lt_classifier.modules()) == 3
+    assert all(not p.requires_grad for p in fast.parameters())
+    x = digits_data.train.as_float(torch.arange(16))
+    grads = []
+    for net, inp in ((lt_classifier, x), (fast, x.contiguous(memory_format=torch.channels_last))):
+        inp = inp.clone().requires_grad_(True)
+        logits = net(inp)
+        torch.log_softmax(logits, 1)[:, 0].sum().backward()
+        grads.append((logits.detach(), inp.grad))
+    (ref_logits, ref_grad), (fast_logits, fast_grad) = grads
+    assert ref_grad.abs().sum() > 0
+    torch.testing.assert_close(fast_logits, ref_logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fast_grad, ref_grad, rtol=1e-4, atol=1e-5)
+    for key, value in lt_classifier.state_dict().items():
+        assert torch.equal(value, before[key]), key
 
 
 def test_nets_shapes_and_auto_arch():

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from imbgan_core.classifier import differentiable_copy
+
 from .base import Method
 
 
@@ -42,7 +44,7 @@ class CBGAN(Method):
         classifier = getattr(assets, "classifier", None)
         if classifier is None:
             raise ValueError("method 'cbgan' needs the pretrained classifier (assets.classifier), got None")
-        self.classifier = classifier.to(self.device).eval().requires_grad_(False)
+        self.classifier = differentiable_copy(classifier, self.device)
         self.counts = torch.full((num_classes,), float(params["init_count"]), dtype=torch.float64)
         self.cycle_counts = torch.zeros(num_classes, dtype=torch.float64)
 
@@ -53,6 +55,8 @@ class CBGAN(Method):
         return torch.multinomial(1.0 / self.counts, n, replacement=True, generator=gen).to(self.device)
 
     def generator_terms(self, generator, z, y, fake, gen):
+        if fake.dim() == 4:  # the layout of differentiable_copy's weights
+            fake = fake.contiguous(memory_format=torch.channels_last)
         probs = torch.softmax(self.classifier(fake).float(), dim=1)
         self.cycle_counts += torch.bincount(probs.argmax(dim=1), minlength=self.num_classes).double().cpu()
         weights = class_weights_from_counts(self.counts).to(probs)

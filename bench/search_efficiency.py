@@ -3,7 +3,8 @@
 Prints each sweep's best intra-FID at the full budget and the total training steps spent, and draws
 ``search_efficiency.png``: best full-budget intra-FID so far against training steps spent, trials in the order
 they finished (read from each sweep's Optuna study, which records every evaluation at its training step).
-Target (issue #5): ASHA + TPE within 5 % of FIFO's best at <= 40 % of its steps.
+Target (issue #5): ASHA + TPE within 5 % of FIFO's best at <= 40 % of its steps. Also printed, from the same
+curves: the steps each sweep had spent when its best first came within 5 % of FIFO's final best (time to target).
 The TPE variant keeps the space's searcher settings (start-up length included) and only sets the seed; the
 baseline replaces the searcher with Optuna's RandomSampler and the scheduler with FIFO.
 Usage: python bench/search_efficiency.py [--space FILE] [--num-samples 16] [--max-steps N] [--seed 0] [--out DIR]
@@ -35,6 +36,14 @@ def best_so_far(sweep_dir: Path, full_budget: int, mode: str) -> list[tuple[int,
             best = trial.value if better else best
         curve.append((spent, best))
     return curve
+
+
+def steps_to_reach(curve: list[tuple[int, float]], target: float, mode: str) -> int | None:
+    """Cumulative steps at which the best-so-far first reached ``target`` (None: never)."""
+    for spent, best in curve:
+        if best is not None and (best <= target if mode == "min" else best >= target):
+            return spent
+    return None
 
 
 def rank_correlations(sweep_dir: Path) -> dict[int, float]:
@@ -107,6 +116,11 @@ def main() -> None:
           + ", ".join(f"{step}: {rho:.2f}" for step, rho in rank_correlations(sweep_dirs["fifo_random"]).items()))
     print(f"ASHA+TPE best / FIFO+random best: {a_best / f_best:.3f}  (target <= 1.05)")
     print(f"ASHA+TPE steps / FIFO+random steps: {a_steps / f_steps:.3f}  (target <= 0.40)")
+    target = f_best * 1.05 if summary["mode"] == "min" else f_best / 1.05
+    for label, curve in curves.items():
+        reached = steps_to_reach(curve, target, summary["mode"])
+        when = f"{reached} steps ({reached / f_steps:.3f} of FIFO's total)" if reached else "never"
+        print(f"{label}: best within 5 % of FIFO's final best after {when}")
     print(f"plot: {picture}")
 
 

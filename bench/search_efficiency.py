@@ -119,7 +119,7 @@ def main() -> None:
     target = f_best * 1.05 if summary["mode"] == "min" else f_best / 1.05
     for label, curve in curves.items():
         reached = steps_to_reach(curve, target, summary["mode"])
-        when = f"{reached} steps ({reached / f_steps:.3f} of FIFO's total)" if reached else "never"
+        when = f"{reached} steps ({reached / f_steps:.3f} of FIFO's total)" if reached is not None else "never"
         print(f"{label}: best within 5 % of FIFO's final best after {when}")
     print(f"plot: {picture}")
 

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from imbgan_core.classifier import (
-    classifier_key, differentiable_copy, entropy_bonus_loss, get_classifier, random_translate, soft_labels, train_classifier, training_set,
+    classifier_key, differentiable_copy, entropy_bonus_loss, get_classifier, random_translate, soft_labels,
+    train_classifier, training_set,
 )
 from imbgan_core.config import ClassifierConfig
 from imbgan_core.data import load_dataset

@@ -221,6 +221,8 @@ class TrainConfig:
     eval_every: int = _f(250, min=1)
     seed: int = _f(0)
     device: str = _f("auto", help="auto | cpu | cuda | cuda:N")
+    threads: int = _f(0, min=0, help="torch CPU threads; 0 = torch's default (a sweep trial: its CPU share). The "
+                                     "count changes float rounding, so best.yaml records the trial's own")
     amp: bool = _f(False, help="mixed precision on CUDA (ignored with a warning on CPU)")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 
 from .assets import prepare_assets
 from .config import ConfigError, RunConfig, apply_overrides, load_yaml, parse_set
+from .files import atomic_write_text
 from .training import (CHECKPOINT_FILE, CheckpointError, DivergedError, Run, config_differences,
                        run_config_problems)
 
@@ -81,9 +81,7 @@ def jsonable(value):
 
 
 def write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=str, allow_nan=False), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload, indent=1, default=str, allow_nan=False))
 
 
 def progress_line(step: int, total: int, losses: dict, scalars: dict) -> str:
@@ -127,6 +125,8 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if cfg.train.threads:  # the thread count changes float rounding: a retrained sweep trial uses the trial's own
+        torch.set_num_threads(cfg.train.threads)
     try:
         assets = prepare_assets(cfg)
     except (ValueError, OSError) as exc:  # bad data folder, unreadable image, missing weight file

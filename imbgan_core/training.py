@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import warnings
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from torch import nn
 from .assets import Assets, prepare_assets
 from .augment import DiffAugment, parse_policy
 from .config import ConfigError, RunConfig, flatten
+from .files import atomic_write
 from .methods import build_method, config_problems
 from .methods.losses import discriminator_loss, generator_loss
 from .metrics.evaluator import Evaluator
@@ -167,6 +167,11 @@ class Run:
     # ---------------------------------------------------------------------------------------------- training
     def _autocast(self):
         return torch.autocast("cuda", enabled=True) if self.amp else contextlib.nullcontext()
+
+    @property
+    def total_steps(self) -> int:
+        """The run's budget (``train.steps``); an ``Ensemble`` has the same property over all its members."""
+        return self.cfg.train.steps
 
     def _latents(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.cfg.model.z_dim, generator=self.noise_gen).to(self.device)
@@ -331,11 +336,7 @@ class Run:
         """Write ``checkpoint.pt`` into ``directory`` atomically (temporary file + rename)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / CHECKPOINT_FILE
-        tmp = directory / f".{CHECKPOINT_FILE}.{os.getpid()}.tmp"
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
-        return path
+        return atomic_write(directory / CHECKPOINT_FILE, lambda tmp: torch.save(self.state_dict(), tmp))
 
     def load(self, directory) -> None:
         """Restore everything ``save`` wrote; the stored config must equal this run's except ``train.steps``."""

@@ -149,7 +149,7 @@ def test_generator_weights_of_a_partial_ensemble(digits_cfg, a_mu_ensemble):
 
 @pytest.mark.parametrize("damaged", ["member_1/checkpoint.pt", "member_1/sample_weights.pt", "ensemble.json"])
 def test_unreadable_checkpoint_leaves_the_ensemble_fresh_for_an_older_one(a_mu_ensemble, assets, tmp_path, damaged):
-    """trainables.gan.restore falls back to an older checkpoint on CheckpointError: load must be all or nothing."""
+    """trainables.trial.restore falls back to an older checkpoint on CheckpointError: load must be all or nothing."""
     from imbgan_core.training import CheckpointError
 
     a_mu_ensemble.save(tmp_path / "new")

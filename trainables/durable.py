@@ -14,11 +14,12 @@ Two gaps in Ray 2.60, both seen in tests/test_faults.py:
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 from ray.tune.schedulers.trial_scheduler import TrialScheduler
+
+from imbgan_core.files import atomic_write_text
 
 
 class DurableStateMixin:
@@ -101,7 +102,4 @@ class PersistentASHA(DurableStateMixin, AsyncHyperBandScheduler):
     def _save(self) -> None:
         state = {"brackets": [[[milestone, recorded] for milestone, recorded in b._rungs] for b in self._brackets],
                  "stopped": self._stopped, "num_stopped": self._num_stopped}
-        path = Path(self.state_path)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, path)
+        atomic_write_text(Path(self.state_path), json.dumps(state))

@@ -35,7 +35,7 @@ QUIET_AFTER_FAILURE_S = 15.0  # after a failed write, leave the store alone this
 # MLflow's limits per log_batch call.
 _BATCH_PARAMS, _BATCH_METRICS = 100, 1000
 RUN_STATUS = {reporting.COMPLETED: "FINISHED", reporting.STOPPED: "FINISHED", reporting.DIVERGED: "FINISHED",
-              reporting.ERROR: "FAILED"}
+              reporting.ERROR: "FAILED", reporting.INTERRUPTED: "KILLED"}
 
 
 def default_tracking_uri(results_dir: Path) -> str:

@@ -21,7 +21,9 @@ DIVERGED_REASON = "diverged_reason"  # a diverged trial's report says which loss
 TAGS = (*FACTS, DIVERGED_REASON)  # report keys recorded as MLflow tags
 
 RUNNING, COMPLETED, STOPPED, DIVERGED, ERROR = "running", "completed", "stopped_by_asha", "diverged", "error"
-FINAL_STATES = (COMPLETED, STOPPED, DIVERGED, ERROR)
+INTERRUPTED = "interrupted"  # the sweep stopped (Ctrl-C, SIGTERM) before the trial ended; ``--resume`` continues it
+FINAL_STATES = (COMPLETED, STOPPED, DIVERGED, ERROR, INTERRUPTED)
+DONE = "done"  # Ray sets it on the last result of a trial that ended (scheduler stop or the trainable returned)
 
 # A diverged trial reports this instead of inf/NaN: Optuna's ``tell`` rejects non-finite values, and a large
 # finite penalty still teaches TPE that the region is bad (docs/sweeps.md, "Divergence").
@@ -34,16 +36,21 @@ def diverged_value(mode: str) -> float:
 
 
 def final_state(last_result: dict | None, errored: bool = False) -> str:
-    """completed / stopped_by_asha / diverged / error for a trial that has ended.
+    """completed / stopped_by_asha / diverged / error / interrupted for a trial, from its last result.
 
     A trainable marks its last report ``completed`` (its own budget: an ensemble's is size x train.steps) or
-    ``diverged``; a trial that ended on a ``running`` report was stopped by the scheduler.
+    ``diverged``, and a restored trial already at its budget reports its final result again (trainables.trial), so a
+    trial only ends on a ``running`` report when the scheduler stopped it: Ray then sets ``done`` on that result.
+    A ``running`` report without ``done`` (or no report at all) means the trial never ended: the sweep was
+    interrupted around it (issue #12: Ctrl-C used to be recorded as ASHA stops).
     """
-    if errored or not last_result:
+    if errored:
         return ERROR
+    if not last_result:
+        return INTERRUPTED
     if last_result.get(STATE) in (COMPLETED, DIVERGED):
         return last_result[STATE]
-    return STOPPED
+    return STOPPED if last_result.get(DONE) else INTERRUPTED
 
 
 def numeric_metrics(result: dict, names) -> dict[str, float]:

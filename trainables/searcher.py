@@ -54,6 +54,7 @@ class TruthfulOptunaSearch(OptunaSearch):
         step = int(result.get(reporting.STEP, 0))
         reported = self._reported_steps.setdefault(trial_id, set())
         if step not in reported:  # a trial resumed from a checkpoint re-reports its last step
+            revive(self._ot_study, self._ot_trials[trial_id])
             self._ot_trials[trial_id].report(float(value), step)
             reported.add(step)
 
@@ -65,7 +66,10 @@ class TruthfulOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         state = reporting.final_state(result, errored=error)
+        if state == reporting.INTERRUPTED:  # not an outcome: the trial continues after --resume (sweep.py parks it)
+            return
         ot_trial = self._ot_trials[trial_id]
+        revive(self._ot_study, ot_trial)
         if self._already_told(ot_trial):  # told before a driver crash, after Ray's last saved experiment state
             self._completed_trials.add(trial_id)
             return
@@ -80,3 +84,24 @@ class TruthfulOptunaSearch(OptunaSearch):
         else:
             self._ot_study.tell(ot_trial, float(result[self.metric]))
         self._completed_trials.add(trial_id)
+
+
+def park_interrupted(study_db: Path, study_name: str) -> int:
+    """After an interrupted sweep: its RUNNING Optuna trials become WAITING with ``final_state=interrupted``, so the
+    study tells the truth (nothing runs) and ``--resume`` continues them (``revive``). Returns how many."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{Path(study_db).resolve()}")
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    parked = 0
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(frozen._trial_id, "final_state", reporting.INTERRUPTED)
+        storage.set_trial_state_values(frozen._trial_id, state=TrialState.WAITING)
+        parked += 1
+    return parked
+
+
+def revive(study: optuna.Study, ot_trial: optuna.Trial) -> None:
+    """A trial parked by ``park_interrupted`` runs again after ``--resume``: back to RUNNING before it is used."""
+    storage = study._storage
+    if storage.get_trial(ot_trial._trial_id).state == TrialState.WAITING:
+        storage.set_trial_state_values(ot_trial._trial_id, state=TrialState.RUNNING)
+        storage.set_trial_user_attr(ot_trial._trial_id, "final_state", reporting.RUNNING)

@@ -1,8 +1,11 @@
 """End-of-sweep report: the trial table (sorted by the metric), ``summary.json``, ``trials.csv`` and ``best.yaml``.
 
-``best.yaml`` is the full run config of the best trial at the full budget, so
-``python -m imbgan_core.train --config best.yaml`` retrains it without Ray. Diverged and errored trials sort last
-and are never "best".
+``best.yaml`` is the full run config of the best trial at the full budget, with the trial's own device and torch
+thread count (they change float rounding), so ``python -m imbgan_core.train --config best.yaml`` retrains it
+without Ray and reproduces its metrics on the same machine. Diverged, errored and interrupted trials sort last and
+are never "best"; an interrupted sweep writes no best.yaml (its ranking is unfinished: ``--resume`` completes it).
+``wall_seconds`` is the sum over the sweep's sessions (a fresh start and every ``--resume``), each listed under
+``sessions``.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from imbgan_core.config import metric_keys
+from imbgan_core.files import atomic_write_text
 from trainables import reporting
 from trainables.spaces import Space, searched, trial_run_config
 
@@ -38,10 +42,20 @@ def trial_rows(result_grid, space: Space) -> list[dict]:
             "metrics": reporting.numeric_metrics(last, names),
             "train_seconds": float(last.get("time_total_s", 0.0)),
             "sample_grid": grid,
-            "run_config": trial_run_config(result.config).to_dict() if result.config else None,
+            "run_config": _reproducible(trial_run_config(result.config).to_dict(), last) if result.config else None,
         })
     rows.sort(key=lambda r: _sort_key(r, space.search.metric, space.search.mode))
     return rows
+
+
+def _reproducible(run_config: dict, last: dict) -> dict:
+    """The trial's run config with what else determined its numbers: the device and torch threads it ran with."""
+    train = dict(run_config["train"])
+    if last.get("torch_threads"):
+        train["threads"] = int(last["torch_threads"])
+    if last.get("device"):
+        train["device"] = str(last["device"])
+    return {**run_config, "train": train}
 
 
 def _sort_key(row: dict, metric: str, mode: str) -> tuple:
@@ -51,21 +65,26 @@ def _sort_key(row: dict, metric: str, mode: str) -> tuple:
     return (not usable, row["state"] != reporting.COMPLETED, score)
 
 
-def write_summary(rows: list[dict], space: Space, sweep_dir: Path, extra: dict) -> dict:
-    """Write summary.json, trials.csv and best.yaml (+ best_samples.png); return the summary dict."""
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+def write_summary(rows: list[dict], space: Space, sweep_dir: Path, session: dict, extra: dict) -> dict:
+    """Write summary.json, trials.csv and best.yaml (+ best_samples.png); return the summary dict.
+
+    ``session`` is this driver's {"outcome", "wall_seconds", "driver_cpu_seconds"}; an outcome other than
+    ``finished`` (interrupted) writes no best.yaml."""
+    sessions = [*previous_sessions(sweep_dir), session]
+    finished = session["outcome"] == "finished"
     best = next((r for r in rows if r["state"] in (reporting.COMPLETED, reporting.STOPPED)
-                 and space.search.metric in r["metrics"]), None)
+                 and space.search.metric in r["metrics"]), None) if finished else None
     summary = {
         "sweep": space.name, "space": space.path, "metric": space.search.metric, "mode": space.search.mode,
-        "max_budget": space.max_budget, "total_steps": sum(r["steps"] for r in rows),
+        "status": session["outcome"], "max_budget": space.max_budget, "total_steps": sum(r["steps"] for r in rows),
         "states": {s: sum(r["state"] == s for r in rows) for s in reporting.FINAL_STATES},
-        "best": None, **extra,
-        "trials": [{k: v for k, v in r.items() if k != "run_config"} for r in rows],
+        "best": None, "wall_seconds": round(sum(s["wall_seconds"] for s in sessions), 1),
+        "driver_cpu_seconds": round(sum(s["driver_cpu_seconds"] for s in sessions), 1), "sessions": sessions,
+        **extra, "trials": [{k: v for k, v in r.items() if k != "run_config"} for r in rows],
     }
     if best is not None:
         best_yaml = sweep_dir / "best.yaml"
-        best_yaml.write_text(_best_yaml_text(best, space))
+        atomic_write_text(best_yaml, _best_yaml_text(best, space))
         grid = None
         if best["sample_grid"]:
             grid = str(sweep_dir / "best_samples.png")
@@ -73,9 +92,17 @@ def write_summary(rows: list[dict], space: Space, sweep_dir: Path, extra: dict) 
         summary["best"] = {"trial_id": best["trial_id"], "state": best["state"], "config": best["config"],
                            "metrics": best["metrics"], "steps": best["steps"], "sample_grid": grid,
                            "best_yaml": str(best_yaml)}
-    (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    atomic_write_text(sweep_dir / "summary.json", json.dumps(summary, indent=1, default=str))
     _write_csv(rows, sweep_dir / "trials.csv")
     return summary
+
+
+def previous_sessions(sweep_dir: Path) -> list[dict]:
+    """The sessions recorded by earlier drivers of this sweep (summary.json), so wall time adds up over resumes."""
+    try:
+        return list(json.loads((sweep_dir / "summary.json").read_text(encoding="utf-8")).get("sessions", []))
+    except (OSError, ValueError):
+        return []
 
 
 def _best_yaml_text(best: dict, space: Space) -> str:

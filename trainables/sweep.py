@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -10,12 +13,14 @@ import ray
 from ray import tune
 
 from imbgan_core.config import ConfigError
-from trainables import mlflow_logging
+from trainables import mlflow_logging, reporting
 from trainables.assets import prepare_sweep_assets
+from trainables.claim import ClaimError, SweepFolder, claim_sweep_dir
 from trainables.durable import DurableFIFO, PersistentASHA
 from trainables.progress import ReportLines, status_reporter, trial_dirname
-from trainables.searcher import TruthfulOptunaSearch
+from trainables.searcher import TruthfulOptunaSearch, park_interrupted
 from trainables.spaces import Space, param_space
+from trainables.stop_signals import StopSignals
 from trainables.summary import format_table, trial_rows, write_summary
 
 AUTO_GPU_SHARE = 0.25  # 'auto': 4 trials per GPU when the cluster has GPUs (issue #5)
@@ -32,8 +37,30 @@ class SweepError(RuntimeError):
 
 
 def run_sweep(space: Space, args: argparse.Namespace) -> int:
+    """The sweep from claiming its folder to its summary; returns the exit code (130 / 143 when interrupted)."""
     results = Path(args.results).resolve()
-    sweep_dir = choose_sweep_dir(results, args.storage_path, space.name, args.resume)
+    with StopSignals() as signals:
+        try:
+            folder = claim_sweep_dir(results, args.storage_path, space.name, args.resume)
+        except ClaimError as exc:
+            raise SweepError(str(exc)) from None
+        started_fit = False
+        try:
+            tuner, callback, context = start_sweep(space, args, results, folder)
+            started_fit = True
+            return finish_sweep(space, args, folder, tuner, callback, context, signals)
+        except KeyboardInterrupt:  # a second signal, or one before Ray started: stop now, say how to go on
+            print(f"\n{signals.name or 'SIGINT'}: sweep {folder.name} stopped", flush=True)
+            if started_fit:
+                print(f"resume: {resume_command(args)}", flush=True)
+            return signals.exit_code or 130
+        finally:
+            folder.release(remove=not started_fit)
+
+
+def start_sweep(space: Space, args: argparse.Namespace, results: Path, folder: SweepFolder):
+    """Everything before ``fit``: the MLflow store, assets, Ray, the Tuner (fresh or restored)."""
+    sweep_dir = folder.path
     storage = args.storage_path or str(results)
     tracking_uri = args.mlflow_uri or mlflow_logging.default_tracking_uri(results)
     experiment = args.experiment or space.name
@@ -46,7 +73,6 @@ def run_sweep(space: Space, args: argparse.Namespace) -> int:
     if not ray.is_initialized():
         connect_ray(args.address)
     gpus = resolve_gpus(space.resources.gpus_per_trial)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
     experiment_id = mlflow_logging.prepare_store(tracking_uri, experiment, results / "mlartifacts")
     print(f"sweep {sweep_dir.name}: {space.search.num_samples} trials, {space.resources.cpus_per_trial} CPU + "
           f"{gpus} GPU each; results in {sweep_dir}; MLflow {tracking_uri} (experiment {experiment!r})", flush=True)
@@ -68,35 +94,63 @@ def run_sweep(space: Space, args: argparse.Namespace) -> int:
                                    resume_unfinished=True, resume_errored=True)
     else:
         tuner = build_tuner(space, trainable, sweep_dir, storage, [callback, ReportLines(space.search.metric)])
+    context = {"tracking_uri": tracking_uri, "experiment": experiment, "run_map": run_map,
+               "experiment_path": experiment_path}
+    return tuner, callback, context
+
+
+def finish_sweep(space: Space, args: argparse.Namespace, folder: SweepFolder, tuner: tune.Tuner,
+                 callback: mlflow_logging.MlflowSweepCallback, context: dict, signals: StopSignals) -> int:
+    """``fit``, then the truthful record: MLflow, Optuna, summary files; an interrupted sweep says how to resume."""
+    sweep_dir, tracking_uri, run_map = folder.path, context["tracking_uri"], context["run_map"]
     started, driver_cpu = time.time(), time.process_time()
     status = "FAILED"
     try:
-        grid = tuner.fit()
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
+        with signals.during_fit():
+            grid = tuner.fit()
+        status = "KILLED" if signals.received else "FINISHED"
     finally:
         if status != "FINISHED":
             try:
                 mlflow_logging.close_sweep_runs(tracking_uri, run_map, status)
             except Exception as exc:  # keep the original error; an unreachable store must not mask it
                 print(f"warning: could not close the MLflow runs of this sweep ({exc})", flush=True)
+    interrupted = signals.received is not None
     mlflow_sync = sync_mlflow(callback, grid, space.search.metric)
+    if interrupted:
+        park_interrupted(sweep_dir / "optuna.db", sweep_dir.name)
     wall, driver_cpu = time.time() - started, time.process_time() - driver_cpu
     rows = trial_rows(grid, space)
-    summary = write_summary(rows, space, sweep_dir, {
-        "wall_seconds": round(wall, 1), "driver_cpu_seconds": round(driver_cpu, 1),  # CPU the trials did not get
-        "results_dir": str(sweep_dir), "ray_storage": experiment_path,
-        "mlflow": {"tracking_uri": tracking_uri, "experiment": experiment,
+    session = {"outcome": "interrupted" if interrupted else "finished", "signal": signals.name or None,
+               "wall_seconds": round(wall, 1), "driver_cpu_seconds": round(driver_cpu, 1)}  # CPU trials did not get
+    summary = write_summary(rows, space, sweep_dir, session, {
+        "results_dir": str(sweep_dir), "ray_storage": context["experiment_path"],
+        "mlflow": {"tracking_uri": tracking_uri, "experiment": context["experiment"],
                    "parent_run_id": mlflow_logging.load_run_map(run_map)["parent"], **mlflow_sync}})
     print(format_table(rows, space.search.metric))
+    print(f"summary: {sweep_dir / 'summary.json'} (wall {summary['wall_seconds']:.1f} s over "
+          f"{len(summary['sessions'])} session(s), {summary['total_steps']} training steps)")
+    if interrupted:
+        unfinished = summary["states"][reporting.INTERRUPTED]
+        print(f"{signals.name}: sweep {sweep_dir.name} interrupted with {unfinished} unfinished trial(s); no "
+              f"best.yaml until it ends. Continue it with:", flush=True)
+        print(f"resume: {resume_command(args)}", flush=True)
+        return signals.exit_code
     best = summary["best"]
     if best:
         print(f"best trial {best['trial_id']}: {space.search.metric}={best['metrics'][space.search.metric]:.4g}; "
               f"samples {best['sample_grid']}; config {best['best_yaml']}")
-    print(f"summary: {sweep_dir / 'summary.json'} (wall {wall:.1f} s, {summary['total_steps']} training steps)")
     return 0 if best else 1
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The exact command that continues this sweep: the driver's own command line plus ``--resume``."""
+    argv = list(getattr(args, "argv", None) or sys.argv[1:])
+    if "--resume" not in argv:
+        argv.append("--resume")
+    python = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") \
+        else sys.executable
+    return shlex.join([python, "-m", "trainables.tune", *argv])
 
 
 def sync_mlflow(callback: mlflow_logging.MlflowSweepCallback, grid, metric: str) -> dict:
@@ -157,21 +211,6 @@ def build_tuner(space: Space, trainable, sweep_dir: Path, storage: str, callback
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=TRIAL_RESTARTS)),
     )
-
-
-def choose_sweep_dir(results: Path, storage_path: str | None, name: str, resume: bool) -> Path:
-    """results/<name> for a new sweep (<name>-2, -3, ... when taken); the latest existing one for --resume."""
-    def taken(candidate: Path) -> bool:
-        ray_dir = Path(storage_path) / candidate.name if storage_path and "://" not in storage_path else candidate
-        return candidate.exists() or (ray_dir / "tuner.pkl").exists()
-
-    candidates = [results / name] + [results / f"{name}-{i}" for i in range(2, 1000)]
-    existing = [c for c in candidates if taken(c)]
-    if resume:
-        if not existing:
-            raise SweepError(f"--resume: no sweep {name!r} under {results} to continue")
-        return existing[-1]
-    return next(c for c in candidates if not taken(c))
 
 
 def resolve_gpus(value) -> float:

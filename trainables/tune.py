@@ -70,6 +70,7 @@ def space_overrides(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the exact --resume command of an interruption
     from trainables.progress import quiet_libraries
     quiet_libraries()
     from trainables.spaces import SpaceError, load_space

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,6 +20,7 @@ import torch
 from imbgan_core.assets import Assets, prepare_assets
 from imbgan_core.config import ConfigError, RunConfig
 from imbgan_core.data.types import ImageDataset
+from imbgan_core.files import atomic_write_text
 from imbgan_core.ensemble.reweighting import ClassWeightStats, Reweighting, algorithm1, sampling_probabilities
 from imbgan_core.metrics.evaluator import Evaluator
 from imbgan_core.metrics.features import extract
@@ -211,16 +211,13 @@ class Ensemble:
                 (folder / STATS_FILE).write_text(json.dumps([s.to_dict() for s in r.stats], indent=1))
         state = {"format": STATE_FORMAT, "config": self.cfg.to_dict(), "members": len(self.members),
                  "steps_done": self.steps_done}
-        tmp = directory / f".{STATE_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
-        os.replace(tmp, directory / STATE_FILE)
-        return directory / STATE_FILE
+        return atomic_write_text(directory / STATE_FILE, json.dumps(state, indent=1))
 
     def load(self, directory) -> None:
         """Rebuild every saved member (finished ones and the one in progress) exactly; this must be a fresh Ensemble.
 
         All or nothing: an unreadable member leaves the ensemble fresh and raises ``CheckpointError``, so the caller
-        can try an older checkpoint (trainables.gan.restore)."""
+        can try an older checkpoint (trainables.trial.restore)."""
         directory = Path(directory)
         path = directory / STATE_FILE
         if not path.is_file():

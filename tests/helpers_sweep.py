@@ -360,6 +360,13 @@ def live_results(env: dict[str, str], experiment: str) -> dict[str, dict[str, li
     return out
 
 
+def steps_after_resume(before: list[dict], after: list[dict]) -> list[int]:
+    """The steps a trial reported after ``--resume``: rows of the new session from processes that did not report
+    before (Ray copies a trial's earlier ``result.json`` rows into the new session's file)."""
+    old_pids = {r.get("pid") for r in before}
+    return [int(r["step"]) for r in after if "step" in r and r.get("pid") not in old_pids]
+
+
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
 

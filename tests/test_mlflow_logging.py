@@ -173,3 +173,18 @@ def test_close_sweep_runs_terminates_what_a_crash_left_open(tmp_path):
     assert parents[0].info.status == "FAILED"
     assert nested[0].info.status == "KILLED" and nested[0].data.tags["final_state"] == "interrupted"
     assert nested[0].data.params["method.lambda"] == "3.0"
+
+
+def test_experiment_opens_as_a_training_experiment(tmp_path):
+    """MLflow 3's UI shows an untagged experiment in its GenAI ("Traces") view; ours carry the training kind."""
+    from mlflow.tracking import MlflowClient
+
+    from trainables.mlflow_logging import EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    old = client.create_experiment("made-elsewhere")  # an experiment created without the tag
+    assert EXPERIMENT_KIND_TAG not in client.get_experiment(old).tags
+    for name in ("fresh", "made-elsewhere"):
+        experiment_id = prepare_store(uri, name, tmp_path / "mlartifacts")
+        assert client.get_experiment(experiment_id).tags[EXPERIMENT_KIND_TAG] == TRAINING_EXPERIMENT

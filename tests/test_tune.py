@@ -106,14 +106,28 @@ def test_best_yaml_trains_with_the_core_cli(sweep, cache_dir, tmp_path):
     summary = read_json(sweep["dir"] / "summary.json")
     assert best["method"]["lambda"] == pytest.approx(summary["best"]["config"]["method.lambda"])
     assert best["train"]["steps"] == MAX_STEPS and best["dataset"] == _resolved(TINY_RUN)["dataset"]
+    assert best["train"]["threads"] == 1 and best["train"]["device"] == "cpu"  # what the trial ran with
     out = tmp_path / "retrain"
+    # torch's default thread count here (no OMP_NUM_THREADS): best.yaml's train.threads must set the trial's own.
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     proc = subprocess.run([sys.executable, "-m", "imbgan_core.train", "--config", str(sweep["dir"] / "best.yaml"),
                            "--out", str(out)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "IMBGAN_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1"})
+                          env={**env, "IMBGAN_CACHE": str(cache_dir)})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (out / "checkpoint.pt").exists() and (out / "samples.png").exists()
+    retrained = read_json(out / "metrics.json")["scalars"]
+    for name, value in summary["best"]["metrics"].items():  # issue #12: a retrain reproduces the trial's numbers
+        assert retrained[name] == pytest.approx(value, rel=1e-6, abs=1e-9), (name, retrained[name], value)
 
 
 def _resolved(run: dict) -> dict:
     from imbgan_core.config import RunConfig
     return RunConfig.from_dict(run).to_dict()
+
+
+def test_optuna_study_names_its_objective(sweep):
+    import optuna
+
+    [study] = optuna.get_all_study_summaries(f"sqlite:///{sweep['dir'] / 'optuna.db'}")
+    loaded = optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{sweep['dir'] / 'optuna.db'}")
+    assert loaded.metric_names == ["intra_fid"]

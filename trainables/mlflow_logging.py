@@ -17,6 +17,7 @@ import os
 import time
 from pathlib import Path
 
+from filelock import FileLock
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
@@ -36,6 +37,10 @@ QUIET_AFTER_FAILURE_S = 15.0  # after a failed write, leave the store alone this
 _BATCH_PARAMS, _BATCH_METRICS = 100, 1000
 RUN_STATUS = {reporting.COMPLETED: "FINISHED", reporting.STOPPED: "FINISHED", reporting.DIVERGED: "FINISHED",
               reporting.ERROR: "FAILED", reporting.INTERRUPTED: "KILLED"}
+
+
+# MLflow 3's UI opens an experiment without this tag in its GenAI view ("Traces"); this value opens the runs table.
+EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT = "mlflow.experimentKind", "custom_model_development"
 
 
 def default_tracking_uri(results_dir: Path) -> str:
@@ -73,14 +78,23 @@ def prepare_store(tracking_uri: str, experiment: str, artifact_root: Path | None
     first to touch it. New experiments on a local store keep artifacts in ``artifact_root/<experiment>`` (a server
     chooses its own).
     """
-    client = MlflowClient(tracking_uri)
+    if tracking_uri.startswith("sqlite:///"):  # two sweeps starting at once must not both create the schema
+        with FileLock(tracking_uri[len("sqlite:///"):] + ".lock"):
+            return _prepare_experiment(MlflowClient(tracking_uri), tracking_uri, experiment, artifact_root)
+    return _prepare_experiment(MlflowClient(tracking_uri), tracking_uri, experiment, artifact_root)
+
+
+def _prepare_experiment(client: MlflowClient, tracking_uri: str, experiment: str, artifact_root: Path | None) -> str:
     found = client.get_experiment_by_name(experiment)
     if found is not None:
+        if found.tags.get(EXPERIMENT_KIND_TAG) != TRAINING_EXPERIMENT:
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT)
         return found.experiment_id
     location = None
     if artifact_root is not None and not tracking_uri.startswith(("http://", "https://")):
         location = (Path(artifact_root).resolve() / experiment).as_uri()
-    return client.create_experiment(experiment, artifact_location=location)
+    return client.create_experiment(experiment, artifact_location=location,
+                                    tags={EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT})
 
 
 class MlflowSweepCallback(tune.Callback):
@@ -210,9 +224,10 @@ class MlflowSweepCallback(tune.Callback):
         self._map["trials"][trial_id] = run_id
         return run_id
 
-    def sync(self, result_grid, metric: str) -> int:
+    def sync(self, result_grid, metric: str, parent_status: str = "FINISHED") -> int:
         """After the sweep: write whatever the store lacks (runs, reported steps, final states) from Ray's record of
-        every trial, so an outage mid-sweep leaves no gap; returns how many records were written. Idempotent."""
+        every trial, so an outage mid-sweep leaves no gap; returns how many records were written. Idempotent.
+        ``parent_status`` ends the sweep's run: KILLED for an interrupted sweep."""
         self._map = load_run_map(self.run_map_path)
         written = 0
         if self._map["parent"] is None:
@@ -237,7 +252,7 @@ class MlflowSweepCallback(tune.Callback):
                 written += 1
             if trial_id in self._map["open"]:
                 self._map["open"].remove(trial_id)
-        self.client.set_terminated(self._map["parent"], "FINISHED")
+        self.client.set_terminated(self._map["parent"], parent_status)
         self._save_map()
         return written
 

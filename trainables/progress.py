@@ -38,6 +38,9 @@ def quiet_libraries() -> None:
     # Alembic and MLflow log every sqlite schema migration at INFO on the first use of mlflow.db / optuna.db.
     for name in ("alembic", "mlflow.store.db.utils", "optuna"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Ray's own advice after an interruption names ``Tuner.restore(...)``; the driver prints the --resume command.
+    logging.getLogger("ray.tune.tune").addFilter(
+        lambda record: "Tuner.restore" not in record.getMessage() and "Stop signal received" not in record.getMessage())
 
 
 def quiet_trial_logs() -> None:

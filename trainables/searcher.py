@@ -43,6 +43,12 @@ class TruthfulOptunaSearch(OptunaSearch):
                          study_name=study_name, storage=storage)
         self._reported_steps: dict[str, set[int]] = {}
 
+    def _setup_study(self, mode):
+        """Ray creates the study; name its objective after the sweep metric (Optuna shows "Objective 0" otherwise)."""
+        super()._setup_study(mode)
+        if self._ot_study.metric_names is None:
+            self._ot_study.set_metric_names([self.metric])
+
     def on_trial_result(self, trial_id: str, result: dict):
         if trial_id not in self._completed_trials:
             self._report_intermediate(trial_id, result)

@@ -30,6 +30,12 @@ class StopSignals:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
+    def reinstall(self) -> None:
+        """Take the signals back after ``ray.init``: Ray's core worker installs its own SIGTERM handler (it prints
+        "SIGTERM received" and aborts the driver with SIGABRT, leaving nothing recorded)."""
+        for sig in HANDLED:
+            signal.signal(sig, self._handle)
+
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)

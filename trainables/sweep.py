@@ -47,6 +47,7 @@ def run_sweep(space: Space, args: argparse.Namespace) -> int:
         started_fit = False
         try:
             tuner, callback, context = start_sweep(space, args, results, folder)
+            signals.reinstall()
             started_fit = True
             return finish_sweep(space, args, folder, tuner, callback, context, signals)
         except KeyboardInterrupt:  # a second signal, or one before Ray started: stop now, say how to go on
@@ -116,7 +117,7 @@ def finish_sweep(space: Space, args: argparse.Namespace, folder: SweepFolder, tu
             except Exception as exc:  # keep the original error; an unreachable store must not mask it
                 print(f"warning: could not close the MLflow runs of this sweep ({exc})", flush=True)
     interrupted = signals.received is not None
-    mlflow_sync = sync_mlflow(callback, grid, space.search.metric)
+    mlflow_sync = sync_mlflow(callback, grid, space.search.metric, "KILLED" if interrupted else "FINISHED")
     if interrupted:
         park_interrupted(sweep_dir / "optuna.db", sweep_dir.name)
     wall, driver_cpu = time.time() - started, time.process_time() - driver_cpu
@@ -153,13 +154,13 @@ def resume_command(args: argparse.Namespace) -> str:
     return shlex.join([python, "-m", "trainables.tune", *argv])
 
 
-def sync_mlflow(callback: mlflow_logging.MlflowSweepCallback, grid, metric: str) -> dict:
+def sync_mlflow(callback: mlflow_logging.MlflowSweepCallback, grid, metric: str, parent_status: str) -> dict:
     """Fill any MLflow gap left by an outage mid-sweep (issue #7), retrying a store that is still down; a gap that
     remains is reported on the console and in summary.json (``mlflow.complete``), never left silent."""
     error = None
     for attempt in range(MLFLOW_SYNC_ATTEMPTS):
         try:
-            written = callback.sync(grid, metric)
+            written = callback.sync(grid, metric, parent_status)
         except Exception as exc:  # the store is still unreachable (or refuses a record): retry, then report
             error = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
             time.sleep(MLFLOW_SYNC_PAUSE_S * (attempt + 1))

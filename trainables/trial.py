@@ -6,9 +6,10 @@ trainee's state (exact resume through ``save``/``load``), ``artifacts/`` (sample
 FID plot) that the driver uploads to MLflow, and ``report.json``, the report itself. A diverged trainee reports
 once with the penalty value and returns, so the sweep goes on.
 
-A restored trial already at its budget (its final report reached the storage but Ray's saved experiment state
-still pointed at an older checkpoint: a driver killed just after the report) reports the final result again from
-``report.json``, so the result is never lost nor recorded as an early stop (issue #12).
+A trial resumed from a checkpoint newer than the one Ray's saved experiment state points at (its report reached the
+storage, but the driver was killed, or stopped by Ctrl-C, before it processed or saved it) reports that checkpoint's
+``report.json`` again before it trains on, so ASHA, Optuna and MLflow see every evaluation; a trial restored at its
+budget always reports its final result again. Nothing is lost, and no finished trial looks stopped early (#12).
 """
 from __future__ import annotations
 
@@ -71,8 +72,10 @@ def run_trial(config: dict, assets, build: Callable[..., Trainee], extras: Extra
     facts = trial_facts(device, started)
     report = Reporter(trainee, assets, facts, extras, extra_artifacts)
     restored = restore(trainee)
-    if restored is not None and trainee.steps_done >= trainee.total_steps:
+    at_budget = trainee.steps_done >= trainee.total_steps
+    if restored is not None and (at_budget or not restored.known_to_ray):
         report.again(restored)
+    if at_budget:
         return
     while trainee.steps_done < trainee.total_steps:
         try:
@@ -104,10 +107,10 @@ class Reporter:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     def again(self, restored: "Restored") -> None:
-        """The final result of a trainee restored at its budget: its own saved report and artifacts (from a
-        checkpoint without a report, a fresh evaluation of the same state)."""
+        """The report of the checkpoint a trainee was restored from, with its own artifacts (from a checkpoint
+        without a report, written by an older version, a fresh evaluation of the same state)."""
         saved = restored.report
-        if not saved or saved.get(reporting.STATE) != reporting.COMPLETED:
+        if not saved:
             self.evaluation()
             return
         with tempfile.TemporaryDirectory(prefix="imbgan-ckpt-") as folder:
@@ -117,10 +120,12 @@ class Reporter:
 
 @dataclass
 class Restored:
-    """The checkpoint a trainee was resumed from and the report that was made with it (None: older checkpoint)."""
+    """The checkpoint a trainee was resumed from, the report made with it (None: older checkpoint), and whether
+    Ray's saved experiment state already points at it (then Ray has processed that report)."""
 
     checkpoint: tune.Checkpoint
     report: dict | None
+    known_to_ray: bool
 
 
 def write_report(folder: Path, metrics: dict) -> None:
@@ -191,7 +196,7 @@ def restore(trainee: Trainee) -> Restored | None:
         if problems:
             print(f"warning: resumed from {candidate.path} (step {trainee.steps_done}); skipped "
                   f"{'; '.join(problems)}", flush=True)
-        return Restored(candidate, saved)
+        return Restored(candidate, saved, known_to_ray=given is not None and given.path == candidate.path)
     if problems:
         raise CheckpointError("no readable checkpoint for this trial: " + "; ".join(problems))
     return None

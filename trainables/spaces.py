@@ -383,7 +383,8 @@ def _parse_scheduler(raw: Any, run: dict, problems: list[str]):
                     for k in sorted(unknown))
     if not _is_int(grace) or not 1 <= grace <= run["train"]["steps"]:
         problems.append(f"search.scheduler.asha.grace_period: expected an integer in [1, run.train.steps="
-                        f"{run['train']['steps']}], got {grace!r}")
+                        f"{run['train']['steps']}], got {grace!r} (with --max-steps below it, lower it too: "
+                        f"--grace-period N)")
     if not _is_number(factor) or factor <= 1:
         problems.append(f"search.scheduler.asha.reduction_factor: expected a number > 1, got {factor!r}")
     return "asha", grace, factor

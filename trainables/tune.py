@@ -50,11 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="validate the space and print the resolved space and trial plan; start nothing")
     p.add_argument("--seed", type=int, metavar="S", help="searcher seed (overrides search.searcher.optuna.seed)")
+    p.add_argument("--grace-period", type=int, metavar="N",
+                   help="ASHA's first rung in training steps (overrides search.scheduler.asha.grace_period; the "
+                        "space must use ASHA), e.g. 200")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override into the space document, repeatable, e.g. --set run.train.lr_g=1e-3 "
+                        "--set search.num_samples=4")
     return p
 
 
 def space_overrides(args: argparse.Namespace) -> dict:
-    """CLI flags as dotted overrides into the space document (validated together with the file)."""
+    """CLI flags as dotted overrides into the space document (validated together with the file): ``--set`` items
+    first, the named flags over them."""
     searcher = "search.searcher.optuna"
     gpus = args.gpus_per_trial
     if gpus is not None and gpus != "auto":
@@ -62,10 +69,26 @@ def space_overrides(args: argparse.Namespace) -> dict:
             gpus = float(gpus)
         except ValueError:
             pass  # the space validation reports it with the key name
-    pairs = {"search.num_samples": args.num_samples, "run.train.steps": args.max_steps, f"{searcher}.seed": args.seed,
+    from imbgan_core.config import parse_set
+
+    pairs = {"search.scheduler.asha.grace_period": args.grace_period, "search.num_samples": args.num_samples,
+             "run.train.steps": args.max_steps, f"{searcher}.seed": args.seed,
              "resources.cpus_per_trial": args.cpus_per_trial, "resources.gpus_per_trial": gpus,
              "resources.max_concurrent": args.max_concurrent}
-    return {k: v for k, v in pairs.items() if v is not None}
+    return {**parse_set(args.set), **{k: v for k, v in pairs.items() if v is not None}}
+
+
+def load_space_with_flags(args: argparse.Namespace):
+    """The validated space with the CLI's overrides; ``--grace-period`` on a FIFO space is refused (the override
+    would silently switch it to ASHA)."""
+    from trainables.spaces import SpaceError, load_space
+
+    overrides = space_overrides(args)
+    if args.grace_period is not None:
+        without = {k: v for k, v in overrides.items() if not k.startswith("search.scheduler.asha.grace_period")}
+        if load_space(args.space, without).search.scheduler != "asha":
+            raise SpaceError(args.space, [f"--grace-period {args.grace_period}: search.scheduler is not asha"])
+    return load_space(args.space, overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,10 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for the exact --resume command of an interruption
     from trainables.progress import quiet_libraries
     quiet_libraries()
-    from trainables.spaces import SpaceError, load_space
+    from imbgan_core.config import ConfigError
+    from trainables.spaces import SpaceError
     try:
-        space = load_space(args.space, space_overrides(args))
-    except SpaceError as exc:
+        space = load_space_with_flags(args)
+    except (SpaceError, ConfigError) as exc:  # ConfigError: a malformed --set item
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.dry_run:

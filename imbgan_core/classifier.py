@@ -5,8 +5,12 @@ atomic write, file lock), with ``weights.pt`` (a state dict, loaded with ``weigh
 (accuracy on the evaluation split, overall / per class / per group) next to each other.
 
 Roles (our decisions, deliberate):
-- ``classifier``: trained on the long-tailed training split with CE - entropy_bonus * H(softmax) (Softlabel-GAN
-  Sec. 4.3; weight 0.3 there, ``classifier.entropy_bonus``), as CBGAN / Softlabel-GAN do.
+- ``classifier``: trained on the long-tailed training split with CE - entropy_bonus * H(softmax)
+  (``classifier.entropy_bonus``, default 0: plain cross-entropy). Softlabel-GAN trains its classifier with this
+  entropy term, weight 0.3 (Sec. 4.3); CBGAN's classifier has no entropy term: a ResNet-32 trained with
+  cross-entropy on the long-tailed data (deferred re-weighting, DRW, in its CIFAR experiments, Sec. 4
+  "Pre-Trained Classifier"; "usual cross entropy" for iNaturalist-2019, App. 6.5.2; docs/reference.md#cbgan-classifier).
+  Class re-weighting (DRW) is not implemented here.
 - ``annotator``: trained on every non-evaluation image (training split + unused pool: the full balanced CIFAR
   training set, all non-held-out digits) with class-balanced sampling and plain CE. Departure from the issue text,
   which says "the evaluation split plus the pool": training on the evaluation split would let the feature space

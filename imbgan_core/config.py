@@ -107,6 +107,10 @@ METHOD_PARAMS: dict[str, dict[str, Param]] = {
         "content_dim": Param(64, int, 1, None, ref="split of the latent: content part z_C"),
         "style_dim": Param(64, int, 1, None, ref="split of the latent: style part z_S"),
     },
+    # ACGAN (Odena et al. 2017, Eq. 2-3): D maximises L_S + w L_C, G maximises w L_C - L_S; w = aux_weight.
+    "acgan": {
+        "aux_weight": Param(1.0, float, 0.0, None, ref="Odena et al. 2017 Eq. 2-3: L_S + L_C, weight 1"),
+    },
 }
 
 # Metric groups the evaluator can compute (names are stable: search spaces, MLflow and docs use them).
@@ -214,7 +218,8 @@ class TrainConfig:
     beta2: float = _f(0.999, min=0.0, max=1.0)
     n_dis: int = _f(1, min=1, help="discriminator steps per generator step")
     loss: str = _f("auto", choices=("auto", "hinge", "relativistic", "nonsaturating"),
-                   help="auto = the method's paper loss (relativistic for cbgan, hinge otherwise)")
+                   help="auto = the method's paper loss (relativistic for cbgan, non-saturating for acgan, "
+                        "hinge otherwise)")
     diffaugment: str = _f("color,translation,cutout", help="comma-separated DiffAugment policy; '' = off")
     ema_start: int = _f(0, min=0, help="step from which G's EMA is updated")
     ema_decay: float = _f(0.999, min=0.0, max=1.0)

@@ -20,9 +20,7 @@ from .augment import DiffAugment, parse_policy
 from .config import ConfigError, RunConfig, flatten
 from .files import atomic_write
 from .methods import build_method, config_problems
-from .methods.losses import discriminator_loss, generator_loss
 from .metrics.evaluator import Evaluator
-from .nets import build_discriminator
 from .sampling import BatchSampler
 from .viz import save_sample_grid, to_uint8
 
@@ -143,12 +141,10 @@ class Run:
 
         self.method = build_method(cfg, self.assets, self.num_classes, self.device)
         self.loss = self.method.default_loss if cfg.train.loss == "auto" else cfg.train.loss
-        projection = ("soft" if self.method.soft_labels else "hard") if cfg.model.d_conditional else "none"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.train.seed)
             self.G = self.method.build_generator(cfg, resolution, channels).to(self.device)
-            self.D = build_discriminator(cfg.model.arch, self.num_classes, resolution, channels, cfg.model.width,
-                                         projection).to(self.device)
+            self.D = self.method.build_discriminator(cfg, resolution, channels).to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         t = cfg.train
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
@@ -212,7 +208,7 @@ class Run:
             x_fake = self.G(self._latents(n), y_fake).float()
         with self._autocast():
             d_real, d_fake = self._discriminate(x_real, y_real, x_fake, y_fake)
-            loss = discriminator_loss(self.loss, d_real, d_fake)
+            loss = self.method.discriminator_loss(self.loss, d_real, d_fake, y_real, y_fake)
         value = self._check("loss_d", loss)
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler_d.scale(loss).backward()
@@ -233,7 +229,7 @@ class Run:
                     with torch.no_grad():  # no graph through the real half: only the fakes need gradients
                         d_real = self.D(self.augment(x_real, self.augment_gen), self._d_labels(y_real)).float()
                 d_fake = self.D(self.augment(x_fake, self.augment_gen), self._d_labels(y_fake)).float()
-                loss = generator_loss(self.loss, d_fake, d_real)
+                loss = self.method.generator_loss(self.loss, d_fake, d_real, y_fake)
                 terms = self.method.generator_terms(self.G, z, y_fake, x_fake, self.noise_gen)
             logs = {"loss_g": self._check("loss_g", loss)}
             for name, term in terms.items():

@@ -11,17 +11,24 @@ from torch import nn
 
 from imbgan_core.config import METHOD_PARAMS, ConfigError
 from imbgan_core.methods import METHODS, config_problems
+from imbgan_core.methods import losses
+from imbgan_core.methods.acgan import ACGAN
 from imbgan_core.methods.cbgan import (CBGAN, balance_regularizer, class_weights_from_counts,
                                        update_effective_counts)
+from imbgan_core.methods.contentstyle import ContentStyle
 from imbgan_core.methods.mixup import Mixup
 from imbgan_core.methods.smooth import smoothed_labels
 from imbgan_core.methods.softlabel import Softlabel
+from imbgan_core.nets import build_discriminator
 from imbgan_core.nets.contentstyle import ContentStyleGenerator
+from imbgan_core.nets.layers import AuxiliaryClassifierDiscriminator
 from imbgan_core.training import Run
 
 from helpers_gan import parameters_equal, tiny_assets, tiny_cfg
 
 PARAMS = {name: {k: p.default for k, p in spec.items()} for name, spec in METHOD_PARAMS.items()}
+# Model settings a method needs beyond tiny_cfg's defaults (ACGAN's D has no projection: Odena et al. Sec. 3).
+MODEL_OVERRIDES = {"acgan": {"model.d_conditional": False}}
 
 
 def test_registry_covers_every_configurable_method():
@@ -233,6 +240,23 @@ def test_finite_difference_converges_to_jacobian_of_nonlinear_style_map():
     assert est.pow(2).mean().sqrt().item() == pytest.approx(exact, rel=0.03)
 
 
+@pytest.mark.parametrize("epsilon", [0.5, 0.25])
+def test_contentstyle_applied_penalty_is_the_official_strength(epsilon):
+    """The term is the official code's λ_J·‖Δ‖, Δ = e_S(z, w) − e_S(z, w + εδ), averaged over the batch: 0.1·‖Δ‖
+    at the defaults (λ_J 0.1, ε 0.5), not 0.1·‖Δ‖/ε = 2× that (issue 14 item 4)."""
+    torch.manual_seed(0)
+    params = dict(PARAMS["contentstyle"], content_dim=4, style_dim=8, epsilon=epsilon)
+    assert params["lambda_j"] == 0.1 and PARAMS["contentstyle"]["epsilon"] == 0.5
+    method = ContentStyle(params, 3)
+    gen = ContentStyleGenerator(linear_backbone(12), 4, 8, 3)
+    z, y = torch.randn(64, 12), torch.randint(0, 3, (64,))
+    term = method.generator_terms(gen, z, y, None, torch.Generator().manual_seed(5))["jacobian_reg"]
+    delta = torch.randn(64, 8, generator=torch.Generator().manual_seed(5))  # the draw generator_terms makes
+    w = gen.class_embedding(y)
+    diff = gen.style(z[:, 4:], w) - gen.style(z[:, 4:], w + epsilon * delta)
+    assert term.item() == pytest.approx(0.1 * diff.norm(dim=1).mean().item(), rel=1e-5)
+
+
 def test_contentstyle_regularizer_enters_generator_loss(digits_data):
     run = Run(tiny_cfg("contentstyle", lambda_j=0.5), tiny_assets(digits_data))
     assert isinstance(run.G, ContentStyleGenerator)
@@ -241,12 +265,105 @@ def test_contentstyle_regularizer_enters_generator_loss(digits_data):
     assert run.G.class_embedding.weight.grad is not None
 
 
+# ------------------------------------------------------------------------------------------------------ ACGAN
+@pytest.mark.parametrize("arch", ["sndcgan", "resnet", "biggan"])
+def test_acgan_discriminator_gives_a_source_logit_and_k_class_logits(arch):
+    torch.manual_seed(0)
+    d = build_discriminator(arch, 7, 16, 3, 0.125, "none", aux_classifier=True).eval()
+    assert isinstance(d, AuxiliaryClassifierDiscriminator) and d.trunk.head.mode == "none"  # no projection
+    x = torch.randn(5, 3, 16, 16)
+    out = d(x, torch.randint(0, 7, (5,)))
+    assert out.shape == (5, 1 + 7)
+    assert torch.equal(out, d(x))  # labels are not read: the class enters only through the head's targets
+    assert torch.allclose(out[:, 0], d.trunk(x))  # column 0 is the backbone's own source logit
+    with pytest.raises(ValueError, match="no projection"):
+        build_discriminator(arch, 7, 16, 3, 0.125, "hard", aux_classifier=True)
+
+
+def _acgan_logits():
+    d_real = torch.tensor([[1.0, 2.0, 0.0, -1.0], [-0.5, 0.0, 1.0, 0.0]])  # [source, 3 class logits] per image
+    d_fake = torch.tensor([[0.3, 0.0, 0.0, 3.0], [-2.0, 1.0, -1.0, 0.5]])
+    return d_real, d_fake, torch.tensor([0, 1]), torch.tensor([2, 0])
+
+
+def test_acgan_losses_on_hand_computed_numbers():
+    """Eq. 2-3: D minimises −(L_S + w L_C), G minimises −(w L_C − L_S) with the non-saturating source term."""
+    d_real, d_fake, y_real, y_fake = _acgan_logits()
+    method = ACGAN({"aux_weight": 0.7}, 3)
+    assert method.default_loss == "nonsaturating"
+
+    def nll(row, label):  # −log softmax(row)[label]
+        return -(row[label] - math.log(sum(math.exp(v) for v in row)))
+
+    def softplus(v):
+        return math.log1p(math.exp(v))
+
+    r, f = d_real.tolist(), d_fake.tolist()
+    l_c = -(nll(r[0][1:], 0) + nll(r[1][1:], 1)) / 2 - (nll(f[0][1:], 2) + nll(f[1][1:], 0)) / 2
+    neg_l_s = (softplus(-1.0) + softplus(0.5)) / 2 + (softplus(0.3) + softplus(-2.0)) / 2
+    d_loss = method.discriminator_loss("nonsaturating", d_real, d_fake, y_real, y_fake)
+    assert d_loss.item() == pytest.approx(neg_l_s - 0.7 * l_c, rel=1e-6)
+    g_fake_class = (nll(f[0][1:], 2) + nll(f[1][1:], 0)) / 2
+    g_loss = method.generator_loss("nonsaturating", d_fake, None, y_fake)
+    assert g_loss.item() == pytest.approx((softplus(-0.3) + softplus(2.0)) / 2 + 0.7 * g_fake_class, rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", losses.LOSSES)
+def test_acgan_with_aux_weight_zero_is_the_plain_gan_loss(kind):
+    d_real, d_fake, y_real, y_fake = _acgan_logits()
+    method = ACGAN({"aux_weight": 0.0}, 3)
+    assert torch.equal(method.discriminator_loss(kind, d_real, d_fake, y_real, y_fake),
+                       losses.discriminator_loss(kind, d_real[:, 0], d_fake[:, 0]))
+    assert torch.equal(method.generator_loss(kind, d_fake, d_real, y_fake),
+                       losses.generator_loss(kind, d_fake[:, 0], d_real[:, 0]))
+    weighted = ACGAN({"aux_weight": 1.0}, 3)
+    assert weighted.discriminator_loss(kind, d_real, d_fake, y_real, y_fake) > \
+        method.discriminator_loss(kind, d_real, d_fake, y_real, y_fake)
+
+
+def test_acgan_with_aux_weight_zero_never_moves_the_class_head(digits_data):
+    run = Run(tiny_cfg("acgan", MODEL_OVERRIDES["acgan"], aux_weight=0.0), tiny_assets(digits_data))
+    head = {k: v.clone() for k, v in run.D.classifier.state_dict().items() if "original" in k or k == "bias"}
+    trunk = {k: v.clone() for k, v in run.D.trunk.state_dict().items()}
+    run.train(3)
+    assert all(torch.equal(run.D.classifier.state_dict()[k], v) for k, v in head.items())
+    assert any(not torch.equal(run.D.trunk.state_dict()[k], v) for k, v in trunk.items())  # D did train
+
+
+def test_acgan_training_teaches_the_aux_head_the_classes_of_real_images(digits_data):
+    """100 real steps: D's class cross-entropy on the held-out balanced real images falls from ~ln 10 and its
+    accuracy leaves chance. DiffAugment off and lr 2e-3 so that 100 steps show it (with cutout it takes longer)."""
+    cfg = tiny_cfg("acgan", {**MODEL_OVERRIDES["acgan"], "train.diffaugment": "", "train.lr_d": 2e-3,
+                             "train.lr_g": 2e-3})
+    run = Run(cfg, tiny_assets(digits_data))
+    assert run.loss == "nonsaturating"
+    x, y = digits_data.eval.as_float(), digits_data.eval.labels
+
+    def real_class_loss():
+        run.D.eval()
+        with torch.no_grad():
+            out = run.D(x)
+        assert out.shape == (len(y), 1 + digits_data.num_classes)
+        class_logits = out[:, 1:]
+        return torch.nn.functional.cross_entropy(class_logits, y).item(), (class_logits.argmax(1) == y).float().mean()
+
+    before, acc_before = real_class_loss()
+    for _ in range(100):
+        logs = run.step()
+        assert all(math.isfinite(v) for v in logs.values()), logs
+    after, acc_after = real_class_loss()
+    assert before > 2.0 and after < 0.8 * before
+    assert acc_before < 0.2 and acc_after > 0.35
+
+
 # ---------------------------------------------------------------------------------------------- config checks
 @pytest.mark.parametrize("method,overrides,key", [
     ("smooth", {"model.d_conditional": False, "model.g_conditional": False}, "model.d_conditional"),
     ("contentstyle", {"model.g_conditional": False, "model.d_conditional": False}, "model.g_conditional"),
     ("cgan", {"model.g_conditional": False}, "model.d_conditional"),
     ("cgan", {"train.diffaugment": "color,rotate"}, "train.diffaugment"),
+    ("acgan", {}, "model.d_conditional"),  # tiny_cfg's projection D: ACGAN's D has none
+    ("acgan", {"model.g_conditional": False, "model.d_conditional": False}, "model.g_conditional"),
 ])
 def test_bad_method_model_combinations_are_rejected_before_data(method, overrides, key):
     cfg = tiny_cfg(method, overrides)
@@ -270,7 +387,7 @@ def test_cbgan_runs_with_an_unconditional_generator(digits_data, lt_classifier):
 @pytest.mark.parametrize("method", sorted(METHOD_PARAMS))
 def test_every_method_trains_200_steps_with_finite_losses(method, digits_data, lt_classifier):
     extra = {"cycle": 50} if method == "cbgan" else {}
-    cfg = tiny_cfg(method, **extra)
+    cfg = tiny_cfg(method, MODEL_OVERRIDES.get(method), **extra)
     run = Run(cfg, tiny_assets(digits_data, lt_classifier if METHODS[method].needs_classifier else None))
     for _ in range(200):
         logs = run.step()
@@ -280,3 +397,5 @@ def test_every_method_trains_200_steps_with_finite_losses(method, digits_data, l
     assert images.dtype == torch.uint8 and images.shape == (10, 1, 16, 16)
     if method == "cbgan":
         assert not torch.equal(run.method.counts, torch.full((10,), 50.0, dtype=torch.float64))
+    if method == "acgan":
+        assert isinstance(run.D, AuxiliaryClassifierDiscriminator)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..config import UNCONDITIONAL_METRICS, RunConfig
+from .acgan import ACGAN
 from .base import Method
 from .cbgan import CBGAN
 from .cgan import CGAN
@@ -14,7 +15,7 @@ from .smooth import Smooth
 from .softlabel import Softlabel
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in
-                                    (CGAN, Smooth, Softlabel, Mixup, Oversample, CBGAN, ContentStyle)}
+                                    (CGAN, Smooth, Softlabel, Mixup, Oversample, CBGAN, ContentStyle, ACGAN)}
 
 
 def method_class(name: str) -> type[Method]:

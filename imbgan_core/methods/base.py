@@ -1,9 +1,11 @@
 """The method interface: a small object with explicit state that the training loop consults at fixed points.
 
-The loop asks a method for (1) per-class sampling weights of real images, (2) the labels D sees with each real
-batch (class indices, or probability vectors when ``soft_labels``), (3) the classes to generate, (4) extra
-generator-loss terms, and tells it (5) when a step ended. Everything a method remembers between steps is in
-``state_dict()`` so that checkpoints resume it exactly.
+The loop asks a method for (1) its networks (``build_generator``, ``build_discriminator``), (2) per-class sampling
+weights of real images, (3) the labels D sees with each real batch (class indices, or probability vectors when
+``soft_labels``), (4) the classes to generate, (5) D's and G's losses from D's outputs (``discriminator_loss``,
+``generator_loss``: the ``train.loss`` function of ``losses`` unless the method adds terms that read D's outputs,
+as ACGAN's class losses do) and (6) extra generator-loss terms, and tells it (7) when a step ended. Everything a
+method remembers between steps is in ``state_dict()`` so that checkpoints resume it exactly.
 """
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import torch
 from torch import nn
 
 from ..config import RunConfig
-from ..nets import build_generator
+from ..nets import build_discriminator, build_generator
+from . import losses
 
 
 class Method:
@@ -43,6 +46,23 @@ class Method:
         m = cfg.model
         return build_generator(m.arch, m.z_dim, self.num_classes if m.g_conditional else 0, resolution,
                                channels, m.width)
+
+    def build_discriminator(self, cfg: RunConfig, resolution: int, channels: int) -> nn.Module:
+        """The backbone's D with the projection ``model.d_conditional`` asks for ("soft" when ``soft_labels``)."""
+        m = cfg.model
+        projection = ("soft" if self.soft_labels else "hard") if m.d_conditional else "none"
+        return build_discriminator(m.arch, self.num_classes, resolution, channels, m.width, projection)
+
+    def discriminator_loss(self, kind: str, d_real: torch.Tensor, d_fake: torch.Tensor, y_real: torch.Tensor,
+                           y_fake: torch.Tensor) -> torch.Tensor:
+        """D's loss from its outputs on the augmented real and fake batches and their labels (``y_real`` as
+        ``real_batch`` gave them, ``y_fake`` class indices); by default the ``kind`` loss of ``losses``."""
+        return losses.discriminator_loss(kind, d_real, d_fake)
+
+    def generator_loss(self, kind: str, d_fake: torch.Tensor, d_real: torch.Tensor | None,
+                       y_fake: torch.Tensor) -> torch.Tensor:
+        """G's adversarial loss from D's outputs on the fakes (and, for "relativistic", the last real batch)."""
+        return losses.generator_loss(kind, d_fake, d_real)
 
     def real_batch(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
                    gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,10 +1,15 @@
 """cbgan — the class-balancing regularizer of Rangwani et al. (UAI 2021), Eq. 5-7 and App. 6.4.1.
 
-Effective class counts N̂_k start at ``init_count`` (50, REFERENCE); during a cycle the pretrained classifier's
-argmax on generated images (before DiffAugment) is counted as c_k; at the end of each cycle
-N̂ ← (1 − α) N̂ + β c (Eq. 5, β = 1 or β = α), clamped to ≥ 1 (REFERENCE, official code). Weights
-w_k = 1/N̂_k normalised to sum to K (equivalent to Eq. 6-7's 1/N_k up to a constant); the generator minimises
-λ/K · Σ_k w_k p̄_k log p̄_k with p̄ the batch mean of C's softmax (Eq. 7, λ/K per App. 6.4.1).
+Effective class counts N̂_k start at ``init_count`` (50, the official code); during a cycle the pretrained
+classifier's argmax on generated images (before DiffAugment) is counted as c_k; at the end of each cycle
+N̂ ← (1 − α) N̂ + β c (Eq. 5, β = 1 or β = α), clamped to ≥ 1 (official code). The generator minimises
+λ/K · Σ_k w_k p̄_k log p̄_k with p̄ the batch mean of C's softmax (Eq. 7, λ/K per App. 6.4.1). The weights are the
+official code's w_k = (1/N̂_k) normalised to sum to K, not Eq. 6-7's 1/N_k with N_k = N̂_k / Σ_j N̂_j: Eq. 7's
+weights are 1/N_k = c·w_k with c = (Σ_j N̂_j)(Σ_j 1/N̂_j) / K, a factor ≥ K (= K when all N̂ are equal) that
+changes at every cycle end as N̂ does. The per-class ratios, and so the minimiser of Eq. 7 alone at fixed N̂
+(Propositions 1-2), are the same; the strength against the GAN loss differs: the project's term is Eq. 7's L_reg
+times λ/(K·c), not λ/K. The official code does the same (docs/reference.md#cbgan-weights; counts, clamp and
+cycle update: #cbgan-counts; the λ/K weighting: #cbgan-reg).
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ def update_effective_counts(counts: torch.Tensor, cycle_counts: torch.Tensor, al
 
 
 def class_weights_from_counts(counts: torch.Tensor) -> torch.Tensor:
-    """w_k = (1/N̂_k) normalised to sum to K (REFERENCE)."""
+    """w_k = (1/N̂_k) normalised to sum to K (official code; Eq. 7's 1/N_k divided by (ΣN̂)(Σ1/N̂)/K)."""
     inv = 1.0 / counts
     return inv * (counts.numel() / inv.sum())
 
@@ -36,7 +41,7 @@ def balance_regularizer(probs: torch.Tensor, weights: torch.Tensor) -> torch.Ten
 
 class CBGAN(Method):
     name = "cbgan"
-    default_loss = "relativistic"  # CBGAN Eq. 17 / REFERENCE
+    default_loss = "relativistic"  # CBGAN Eq. 2-3 and 17 / docs/reference.md#cbgan-loss
     needs_classifier = True
 
     def __init__(self, params, num_classes, assets=None, device="cpu"):

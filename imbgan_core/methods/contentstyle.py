@@ -1,6 +1,14 @@
-"""contentstyle — content-style generator with the Jacobian smoothness regularizer of Timilsina et al.:
-λ_J · E‖∂e_S(z_S, w)/∂w‖_F estimated by a finite difference along δ ~ N(0, I) with step ε (official code:
-perturbation std 0.5, weight 0.1 — the METHOD_PARAMS defaults). See ``nets.contentstyle`` for the generator."""
+"""contentstyle — content-style generator with the Jacobian smoothness regularizer of Timilsina et al.
+
+Applied term: λ_J · mean over the batch of ‖e_S(z_S, w_y) − e_S(z_S, w_y + εδ)‖₂, δ ~ N(0, I): the official
+code's penalty (perturbation std ε = 0.5, weight λ_J = 0.1 on the norm of the style-code difference, the
+METHOD_PARAMS defaults; docs/reference.md#cs-jacobian), so at the defaults it is exactly 0.1·‖Δ‖. In terms of
+the paper's finite-difference estimate of ‖J_{e_S}(w)‖_F (``ContentStyleGenerator.style_jacobian_norm``, ‖Δ‖/ε)
+it is λ_J·ε·‖J‖_F: the effective weight on the paper's 𝓡(e_S) is λ_J·ε (0.05 at the defaults), and searching ε
+also scales the penalty, as the official noise std does. The paper sums E_z‖J(z, w_n)‖_F over the N classes; the
+batch mean over uniformly drawn fake classes estimates that sum divided by N (the paper's λ_j = ours·ε/N).
+See ``nets.contentstyle`` for the generator.
+"""
 from __future__ import annotations
 
 import torch
@@ -28,5 +36,6 @@ class ContentStyle(Method):
 
     def generator_terms(self, generator, z, y, fake, gen):
         delta = torch.randn(z.shape[0], self.params["style_dim"], generator=gen).to(z)
-        estimate = generator.style_jacobian_norm(z, y, self.params["epsilon"], delta)
-        return {"jacobian_reg": self.params["lambda_j"] * estimate.mean()}
+        epsilon = self.params["epsilon"]
+        estimate = generator.style_jacobian_norm(z, y, epsilon, delta)  # ‖Δ‖ / ε per sample
+        return {"jacobian_reg": self.params["lambda_j"] * epsilon * estimate.mean()}  # λ_J·‖Δ‖: official strength

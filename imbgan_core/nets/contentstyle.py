@@ -45,6 +45,7 @@ class ContentStyleGenerator(nn.Module):
         Deliberate departure from the project page's ‖·‖/‖εδ‖: dividing by ‖εδ‖ estimates ‖J δ̂‖ for a unit
         direction, i.e. ‖J‖_F / √dim on average, whereas E‖Jδ‖² = ‖J‖_F² (Hutchinson) for δ ~ N(0, I), so the
         /ε form is the one that estimates the Jacobian's Frobenius norm the regularizer 𝓡(e_S) names.
+        ``methods.contentstyle`` multiplies it back by ε, so the applied penalty is the official code's λ·‖Δ‖.
         """
         z_s = z[:, self.content_dim:]
         w = self.class_embedding(y)

@@ -100,3 +100,36 @@ class ProjectionHead(nn.Module):
             raise ValueError("a conditional discriminator needs labels")
         probs = self.as_probabilities(y).to(features.dtype)
         return (features * self.embed(probs)).sum(dim=1)
+
+
+class AuxiliaryClassifierDiscriminator(nn.Module):
+    """ACGAN's discriminator (Odena et al. 2017, Sec. 3): one trunk φ gives the source logit ψ(φ(x)) and K class
+    logits W φ(x) + b, so D outputs P(S | X) and P(C | X) from the same features; there is no projection term.
+
+    ``trunk``: any backbone discriminator built with projection "none" (it must offer ``features`` and ``fc``).
+    The class head is a spectrally normalised linear layer with bias, like the source head (CBGAN Sec. 4, "GAN
+    Architecture": all its GANs, ACGAN included, use spectral normalisation in D). ``forward(x, y=None)`` ->
+    N x (1 + K): column 0 is the source logit, columns 1..K the class logits; ``y`` is accepted for the common
+    signature and ignored.
+    """
+
+    def __init__(self, trunk: nn.Module, num_classes: int):
+        super().__init__()
+        if getattr(trunk, "head", None) is None or trunk.head.mode != "none":
+            raise ValueError("the ACGAN discriminator wraps a trunk without projection (projection 'none')")
+        if num_classes < 2:
+            raise ValueError(f"an auxiliary classifier needs at least 2 classes, got {num_classes}")
+        self.num_classes = num_classes
+        self.trunk = trunk
+        self.classifier = spectral_norm(nn.Linear(trunk.fc.in_features, num_classes))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.trunk.features(x)
+        return torch.cat([self.trunk.fc(features), self.classifier(features)], dim=1)
+
+
+def split_source_and_class(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N source logits, N x K class logits) of an ``AuxiliaryClassifierDiscriminator`` output."""
+    if logits.dim() != 2 or logits.shape[1] < 3:
+        raise ValueError(f"expected N x (1 + K) ACGAN discriminator logits, got shape {tuple(logits.shape)}")
+    return logits[:, 0], logits[:, 1:]

@@ -108,9 +108,13 @@ class Discriminator(nn.Module):
         self.fc = maybe_sn(nn.Linear(c_last, 1), True)
         self.head = ProjectionHead(c_last, num_classes, projection)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """φ(x): ReLU then global sum pool after the last block (read by the source logit and any class head)."""
         h = x
         for block in self.blocks:
             h = block(h)
-        features = F.relu(h).sum(dim=(2, 3))
+        return F.relu(h).sum(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.features(x)
         return self.fc(features).squeeze(1) + self.head(features, y)

@@ -53,9 +53,13 @@ class Discriminator(nn.Module):
         self.fc = maybe_sn(nn.Linear(widths[-1], 1), True)
         self.head = ProjectionHead(widths[-1], num_classes, projection)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """φ(x): the globally sum-pooled features the source logit and any class head read."""
         h = x
         for conv in self.convs:
             h = F.leaky_relu(conv(h), LRELU_SLOPE)
-        features = h.sum(dim=(2, 3))
+        return h.sum(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.features(x)
         return self.fc(features).squeeze(1) + self.head(features, y)

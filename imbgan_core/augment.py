@@ -1,4 +1,5 @@
-"""DiffAugment (Zhao et al. 2020) with the ranges of Softlabel-GAN Sec. 4.3 / REFERENCE, on real and fake alike.
+"""DiffAugment (Zhao et al. 2020) with the ranges of Softlabel-GAN Sec. 4.3 / docs/reference.md#diffaugment, on real
+and fake alike.
 
 color: brightness + U(-0.5, 0.5), saturation x U(0, 2), contrast x U(0.5, 1.5); translation within ±1/8 of the
 size (zero padding); cutout of a square half the image size. All randomness comes from an explicit

@@ -82,27 +82,27 @@ class Param:
 METHOD_PARAMS: dict[str, dict[str, Param]] = {
     # DiffAug-GAN baseline: projection D with hard labels (Softlabel-GAN Table 4, "cGAN").
     "cgan": {},
-    # Smooth-GAN: real label (1-alpha)*onehot + alpha/K (REFERENCE "Softlabel-GAN and its baselines"; alpha 0.1).
-    "smooth": {"alpha": Param(0.1, float, 0.0, 1.0, ref="REFERENCE Smooth-GAN, alpha = 0.1")},
+    # Smooth-GAN: real label (1-alpha)*onehot + alpha/K (docs/reference.md#smooth-gan; alpha 0.1).
+    "smooth": {"alpha": Param(0.1, float, 0.0, 1.0, ref="docs/reference.md#smooth-gan, alpha = 0.1")},
     # Softlabel-GAN: classifier softmax as real labels (Katsumata et al. Eq. 3, Sec. 4.2-4.3); no own knobs.
     "softlabel": {},
-    # Mixup: one lambda ~ Beta(a, a) per batch on real images and labels (REFERENCE, a = 0.2).
-    "mixup": {"a": Param(0.2, float, 0.0, None, low_open=True, ref="REFERENCE Mixup baseline, Beta(0.2, 0.2)")},
+    # Mixup: one lambda ~ Beta(a, a) per batch on real images and labels (docs/reference.md#mixup, a = 0.2).
+    "mixup": {"a": Param(0.2, float, 0.0, None, low_open=True, ref="docs/reference.md#mixup, Beta(0.2, 0.2)")},
     # Oversampling: per-class sampling weight proportional to count^(-power); power 1 = class balanced.
-    "oversample": {"power": Param(1.0, float, 0.0, 1.0, ref="REFERENCE Oversample baseline, count^-alpha")},
+    "oversample": {"power": Param(1.0, float, 0.0, 1.0, ref="docs/reference.md#oversample, count^-power")},
     # CBGAN (Rangwani et al. Eq. 5-7, App. 6.4.1): lambda/K * sum_k w_k pbar_k log pbar_k; N_k decays per cycle.
     "cbgan": {
         "lambda": Param(7.5, float, 0.0, None, ref="CBGAN Table 5 / App. 6.4.1; CIFAR-10 rho=10 -> 7.5"),
         "alpha": Param(0.5, float, 0.0, 1.0, low_open=True, ref="CBGAN Eq. 6, forgetting factor; default 0.5"),
         "beta": Param("one", str, choices=("one", "alpha"), ref="CBGAN Eq. 6: beta = 1 or beta = alpha"),
         "cycle": Param(2000, int, 1, None, ref="CBGAN Sec. 4 / Fig. 6, update_every = 2000"),
-        "init_count": Param(50.0, float, 1.0, None, ref="REFERENCE: official code initialises N_k = 50"),
+        "init_count": Param(50.0, float, 1.0, None, ref="docs/reference.md#cbgan-counts: N_k starts at 50"),
         "fake_labels": Param("uniform", str, choices=("uniform", "inverse_count"),
-                             ref="REFERENCE: fake labels uniform, optionally proportional to 1/N_k"),
+                             ref="docs/reference.md#cbgan-fake-labels: uniform or ∝ 1/N_k"),
     },
     # Content-style transfer (Timilsina et al.): Jacobian smoothness of the style map by finite difference.
     "contentstyle": {
-        "lambda_j": Param(0.1, float, 0.0, None, ref="REFERENCE content-style, penalty weight 0.1"),
+        "lambda_j": Param(0.1, float, 0.0, None, ref="docs/reference.md#cs-jacobian, penalty weight 0.1"),
         "epsilon": Param(0.5, float, 0.0, 1.0, low_open=True, ref="project page: eps in [0, 1]; official std 0.5"),
         "content_dim": Param(64, int, 1, None, ref="split of the latent: content part z_C"),
         "style_dim": Param(64, int, 1, None, ref="split of the latent: style part z_S"),
@@ -157,7 +157,7 @@ def _f(default=dataclasses.MISSING, *, factory=None, choices=None, min=None, max
 
 @dataclass
 class ImbalanceConfig:
-    """How the training split is made long-tailed (REFERENCE "Long-tailed datasets")."""
+    """How the training split is made long-tailed (docs/reference.md#long-tailed-data)."""
 
     profile: str = _f("exponential", choices=("exponential", "step", "lognormal", "chi2", "pareto", "none"))
     ratio: float = _f(10.0, min=1.0, help="rho = n_max / n_min for exponential and step")
@@ -172,7 +172,7 @@ class GroupsConfig:
 
     by: str = _f("index", choices=("index", "count"))
     boundaries: list[int] | None = _f(None, help="index boundaries [b1, b2]: many < b1 <= medium < b2 <= few; "
-                                              "None = the dataset's REFERENCE default")
+                                              "None = the dataset's UTLO default (docs/reference.md#lt-groups)")
     thresholds: list[int] = _f(factory=lambda: [100, 40], help="count thresholds [many_gt, few_le]")
 
 

@@ -30,7 +30,7 @@ def dataset_cfg(**overrides) -> DatasetConfig:
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("ratio, total", [(100, 12406), (10, 20431), (50, 13996), (1, 50000)])
 def test_exponential_cifar10_totals(ratio, total):
-    """REFERENCE: CIFAR-10-LT with n_max 5000 has 12,406 (rho 100) and 20,431 (rho 10) images."""
+    """docs/reference.md#lt-exponential: CIFAR-10-LT with n_max 5000 has 12,406 (rho 100) and 20,431 (rho 10) images."""
     counts = class_counts(ImbalanceConfig(ratio=ratio), 10, 5000)
     assert sum(counts) == total
     assert counts[0] == 5000 and counts[-1] == int(5000 / ratio)

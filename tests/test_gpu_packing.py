@@ -1,6 +1,7 @@
 """Fractional GPU packing: 4 trials at 0.25 GPU share one (logical) GPU at the same time and fall back to CPU.
 
-``ray.init(num_gpus=1)`` declares a GPU without hardware (REFERENCE.md), so Ray's packing is real while the
+``ray.init(num_gpus=1)`` declares a GPU without hardware (docs/reference.md#ray-logical-gpus), so Ray's packing is
+real while the
 trainable finds no CUDA device and trains on the CPU. The CLI runs in-process against that runtime.
 """
 from __future__ import annotations

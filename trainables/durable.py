@@ -7,7 +7,8 @@ Two gaps in Ray 2.60, both seen in tests/test_faults.py:
     ``DurableStateMixin`` asks the controller for a save right after every trial is added, reports or ends (the
     next scheduling step, when Ray has processed the event), so the saved state is never more than one event old.
   - ``Tuner.restore`` rebuilds the scheduler from ``tuner.pkl``, the empty ASHA the sweep started with
-    (REFERENCE.md): every rung would start empty after ``--resume``. ``PersistentASHA`` writes its rungs and the
+    (docs/reference.md#ray-restore-asha): every rung would start empty after ``--resume``. ``PersistentASHA`` writes
+    its rungs and the
     trials it stopped to ``asha_state.json`` after every decision (atomic rename) and reads them back before its
     first decision after a resume; a trial it had stopped is stopped again should it report.
 """

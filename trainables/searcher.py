@@ -1,7 +1,8 @@
 """Ray's OptunaSearch, told the truth about early-stopped trials, with its study persisted in sqlite.
 
 Ray 2.60's ``OptunaSearch.on_trial_complete`` tells Optuna COMPLETE with the trial's *last* value, so a trial that
-ASHA stopped at 200 steps enters TPE as if its low-budget intra-FID were the full-budget result (REFERENCE.md).
+ASHA stopped at 200 steps enters TPE as if its low-budget intra-FID were the full-budget result
+(docs/reference.md#ray-optuna-complete).
 Here (docs/sweeps.md, "Optuna and ASHA"):
   - every evaluation is reported to the Optuna trial as an intermediate value at ``step`` (training steps, the
     same time axis as ASHA; Ray's stock code uses the report count);

@@ -84,8 +84,10 @@ def describe(cfg: DatasetConfig) -> dict:
 def _choose(labels: np.ndarray, counts: list[int], cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, remainder indices) into the pool, ``counts[k]`` images of class k.
 
-    Exponential / step / none pick the images of a class with ``imbalance.seed`` (REFERENCE: "chosen with a fixed
-    seed"); the Softlabel-GAN profiles take the first s images of each class in file order (REFERENCE Sec. 5.1).
+    Exponential / step / none pick the images of a class with ``imbalance.seed`` (docs/reference.md#lt-sample-choice:
+    "chosen with a fixed
+    seed"); the Softlabel-GAN profiles take the first s images of each class in file order
+    (docs/reference.md#lt-softlabel).
     """
     rng = np.random.default_rng(cfg.imbalance.seed)
     take_first = cfg.imbalance.profile in SOFTLABEL_PROFILES

@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-per-class", type=int, default=defaults.eval_per_class)
     p.add_argument("--groups-by", default="index", help="index | count")
     p.add_argument("--boundaries", type=int, nargs=2, default=None, metavar=("B1", "B2"),
-                   help="index group boundaries (default: the dataset's REFERENCE boundaries)")
+                   help="index group boundaries (default: the dataset's UTLO boundaries, docs/reference.md#lt-groups)")
     p.add_argument("--thresholds", type=int, nargs=2, default=None, metavar=("MANY_GT", "FEW_LE"),
                    help="count group thresholds (default 100 40)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

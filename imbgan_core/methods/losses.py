@@ -1,5 +1,5 @@
 """Adversarial losses on discriminator logits: hinge (Miyato et al. 2018), relativistic (CBGAN Eq. 2-3 /
-REFERENCE: L_D = −mean log σ(D(x_r) − D(x_f)), L_G = −mean log σ(D(x_f) − D(x_r))) and non-saturating
+docs/reference.md#cbgan-loss: L_D = −mean log σ(D(x_r) − D(x_f)), L_G = −mean log σ(D(x_f) − D(x_r))) and non-saturating
 (Goodfellow et al. 2014). Relativistic pairs the i-th real with the i-th fake logit (RSGAN)."""
 from __future__ import annotations
 

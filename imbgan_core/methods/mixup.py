@@ -1,5 +1,5 @@
 """mixup — one λ ~ Beta(a, a) per batch mixes real images and their one-hot labels with a shuffled copy
-(Zhang et al. 2018; Softlabel-GAN Table 4 baseline, a = 0.2 per REFERENCE)."""
+(Zhang et al. 2018; Softlabel-GAN Table 4 baseline, a = 0.2 per docs/reference.md#mixup)."""
 from __future__ import annotations
 
 import torch

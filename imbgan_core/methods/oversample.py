@@ -1,5 +1,5 @@
 """oversample — real images drawn with per-class weight ∝ count^(−power); power 1 = class-balanced sampling
-(Softlabel-GAN Table 4 baseline; REFERENCE "Oversample baseline")."""
+(Softlabel-GAN Table 4 baseline; docs/reference.md#oversample)."""
 from __future__ import annotations
 
 from .base import Method

@@ -54,7 +54,8 @@ def real_reference_accuracy(data: LongTailData, cfg: CASConfig, device="cpu", se
 
 
 def quantise(images: torch.Tensor) -> torch.Tensor:
-    """G output in [-1, 1] (or uint8) -> float in [-1, 1] on the uint8 grid, like real images (REFERENCE Metrics)."""
+    """G output in [-1, 1] (or uint8) -> float in [-1, 1] on the uint8 grid, like real images
+    (docs/reference.md#quantise)."""
     return to_uint8(images).float().div(127.5).sub(1.0)
 
 

@@ -10,7 +10,7 @@
 - ``diversity`` (offline, any resolution): mean pairwise L2 distance between generated samples in the evaluation
   feature space divided by the same quantity for the real evaluation images, so 1.0 ≈ real diversity and a
   collapsed generator goes to 0; ``intra_diversity`` is the per-class ratio averaged over classes. MS-SSIM is not
-  usable at 8–32 px (REFERENCE "Metrics"), hence a feature-space measure. The global term uses at most
+  usable at 8–32 px (docs/reference.md#ms-ssim), hence a feature-space measure. The global term uses at most
   ``DIVERSITY_MAX_SAMPLES`` samples per side (seeded) so its cost stays O(n²d) with bounded n.
 """
 from __future__ import annotations

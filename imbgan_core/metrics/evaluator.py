@@ -1,6 +1,6 @@
 """The evaluator: one generation pass with known labels and one feature pass produce every requested metric.
 
-Real statistics of the balanced evaluation split (REFERENCE: "per-class real statistics from the evaluation split")
+Real statistics of the balanced evaluation split (per class, as in docs/reference.md#softlabel-eval)
 are computed once per content hash of dataset spec + eval images + groups + feature extractor + its weights and
 cached on disk (``imbgan_core.cache.cached``): features, per-class and per-group means with centred features (n < d)
 or covariance and √Σ (n >= d), the real KID term of every class and group, real diversity references, and (when PRDC

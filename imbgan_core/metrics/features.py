@@ -2,7 +2,7 @@
 
 - ``annotator``: the balanced annotator classifier's penultimate features and logits, at the data resolution. Works
   offline and is the default for the embedded data. Its FID is a *domain* FID, not comparable to Inception FID
-  (REFERENCE "Metrics"); results carry ``meta["feature_space"]`` so the two are never mixed up.
+  (docs/reference.md#domain-fid); results carry ``meta["feature_space"]`` so the two are never mixed up.
 - ``inception``: torch-fidelity's InceptionV3 with the FID weights (2048-d pool features, unbiased logits for IS),
   registered in torch-fidelity's extractor registry as ``imbgan-inception-v3``. The weights come from
   ``$TORCH_HOME/hub/checkpoints`` or ``eval.weights_path``; nothing is ever downloaded: a missing file is a

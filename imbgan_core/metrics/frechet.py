@@ -1,6 +1,6 @@
 """Exact Fréchet distance between Gaussians fitted to feature sets, float64, without an ε fudge.
 
-FD = ‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr√(Σ₁Σ₂), with tr√(Σ₁Σ₂) = Σ √λ(Σ₁Σ₂) (REFERENCE "Metrics").
+FD = ‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr√(Σ₁Σ₂), with tr√(Σ₁Σ₂) = Σ √λ(Σ₁Σ₂) (docs/reference.md#fd-exact).
 Which form computes tr√(Σ₁Σ₂) depends on what each side holds (``GaussianStats``):
 
 - both sides as centred features A (n₁×d), B (n₂×d) with n < d: the nuclear norm of A Bᵀ / √((n₁−1)(n₂−1))
@@ -126,7 +126,8 @@ def trace_sqrt_product(a: GaussianStats, b: GaussianStats) -> float:
 
 
 def frechet_distance_stats(a: GaussianStats, b: GaussianStats) -> float:
-    """Fréchet distance between two ``GaussianStats`` (Heusel et al. 2017, Eq. in Sec. 4; REFERENCE "Metrics")."""
+    """Fréchet distance between two ``GaussianStats`` (Heusel et al. 2017, Eq. in Sec. 4;
+    docs/reference.md#fd-exact)."""
     if a.dim != b.dim:
         raise ValueError(f"feature dimensions differ: {a.dim} vs {b.dim}")
     value = float((a.mean - b.mean).square().sum()) + a.trace + b.trace - 2.0 * trace_sqrt_product(a, b)

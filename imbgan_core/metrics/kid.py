@@ -1,8 +1,10 @@
-"""Kernel Inception Distance: unbiased MMD² with the cubic polynomial kernel (Bińkowski et al. 2018; REFERENCE).
+"""Kernel Inception Distance: unbiased MMD² with the cubic polynomial kernel (Bińkowski et al. 2018;
+docs/reference.md#kid).
 
 k(x, y) = (xᵀy / d + 1)³. With at least ``subset_size`` samples on both sides the estimate is the mean over
 ``subsets`` random subsets of ``subset_size`` per side (torch-fidelity's scheme, 100 × 1000 by default); a side with
-fewer samples (a class, typically) gets one full-sample unbiased estimate instead (REFERENCE), which needs >= 2 samples
+fewer samples (a class, typically) gets one full-sample unbiased estimate instead (docs/reference.md#kid), which
+needs >= 2 samples
 per side. Float64 throughout; subsets are drawn from a seeded generator.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Precision, recall, density and coverage (Naeem et al. 2020, Sec. 3; REFERENCE "Metrics"), in torch.
+"""Precision, recall, density and coverage (Naeem et al. 2020, Sec. 3; docs/reference.md#prdc), in torch.
 
 A sample's ball has the radius of its k-th nearest neighbour within its own set (self excluded, k = 5 by default).
 precision = share of fakes inside at least one real ball; recall = share of reals inside at least one fake ball;

@@ -1,6 +1,6 @@
 """BigGAN-style ResNet (Brock et al. 2019), the base model of Softlabel-GAN (Katsumata et al. Sec. 4.3).
 
-Generator: a shared class embedding (128-d, REFERENCE "Softlabel-GAN") and a hierarchical latent — z is split
+Generator: a shared class embedding (128-d, docs/reference.md#softlabel-hparams) and a hierarchical latent — z is split
 into one chunk for the 4x4 input plus one chunk per up-block; each block's BatchNorms are conditioned on
 [shared_embedding(y), z_chunk] through linear gain/bias maps. Spectral norm in G and D, as in BigGAN.
 Widths follow BigGAN's tables (64 * [16, 16, 8, 4, 2, 1] at 128 px, [16, 8, 4, 2, 1] at 64 px, 4 * 64 up to
@@ -18,7 +18,7 @@ from torch import nn
 from .layers import LinearConditionalBatchNorm2d, maybe_sn, num_upsamplings, scaled
 from .resnet import Discriminator, GenBlock
 
-SHARED_EMBEDDING_DIM = 128  # REFERENCE "Softlabel-GAN": a 128-d shared embedding
+SHARED_EMBEDDING_DIM = 128  # docs/reference.md#softlabel-hparams: a 128-d shared embedding
 
 __all__ = ["Generator", "Discriminator"]
 

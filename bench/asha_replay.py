@@ -58,7 +58,7 @@ def asha_rungs(grace: int, rf: float, budget: int) -> list[int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--settings", nargs="+", default=["200:3", "200:2", "400:3", "400:4", "600:2"],
                         help="grace_period:reduction_factor pairs")

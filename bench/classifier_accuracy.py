@@ -21,7 +21,7 @@ from imbgan_core.data import load_dataset
 
 def main() -> None:
     defaults = RunConfig()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--ratio", type=float, default=10.0)
     p.add_argument("--resolution", type=int, default=16, choices=(8, 16, 32))
     p.add_argument("--epochs", type=int, nargs="+", default=[defaults.classifier.epochs])

@@ -71,7 +71,7 @@ def sweep(space_path, folder, trials: int, max_steps: int) -> dict[int, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     parser.add_argument("--space", default=str(DEFAULT_SPACE))
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--max-steps", type=int, default=600)

@@ -11,7 +11,7 @@ from sweeps import DEFAULT_SPACE, run_sweep, scratch_dir, usable
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     parser.add_argument("--space", default=str(DEFAULT_SPACE))
     parser.add_argument("--results", default=None, help="results root (default: a fresh temporary folder)")
     args, extra = parser.parse_known_args()

@@ -62,7 +62,7 @@ def format_row(row: dict) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--space", default=SPACE, help="space file whose run: section is the base config")
     p.add_argument("--steps", type=int, default=1200, help="training steps per member")
     p.add_argument("--cas-steps", type=int, default=300, help="CAS classifier steps (eval.cas.steps)")

@@ -26,7 +26,7 @@ METHOD_EXTRAS = {"contentstyle": {"content_dim": 64, "style_dim": 64}}
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", default=",".join(METHOD_PARAMS))
     p.add_argument("--steps", type=int)
     p.add_argument("--width", type=float)

@@ -107,7 +107,7 @@ def bench_run(steps: int, repeats: int) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--part", choices=("fid", "run", "all"), default="all")
     p.add_argument("--classes", type=int, nargs="+", default=[10, 100])
     p.add_argument("--reference-classes", type=int, default=2)

@@ -81,7 +81,7 @@ def plot(curves: dict[str, list[tuple[int, float]]], metric: str, path: Path) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     parser.add_argument("--space", default=str(DEFAULT_SPACE))
     parser.add_argument("--num-samples", type=int, default=16,
                         help="trials per sweep; more than TPE's start-up plus concurrency, so TPE gets to act")

@@ -39,7 +39,7 @@ def config(method: str, args) -> RunConfig:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="sndcgan")
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--batch", type=int, default=64)

@@ -16,7 +16,7 @@ from sweeps import DEFAULT_SPACE, run_sweep, scratch_dir
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     parser.add_argument("--space", default=str(DEFAULT_SPACE))
     parser.add_argument("--summary", help="summary.json of a finished sweep (no new sweep is run)")
     parser.add_argument("--num-samples", type=int, default=4)

@@ -17,6 +17,7 @@ from .config import EvalConfig, RunConfig
 from .data import LongTailData, load_dataset
 from .methods import method_class
 from .metrics.evaluator import ANNOTATOR_GROUPS, Evaluator
+from .metrics.features import inception_weights, load_inception_state
 
 
 @dataclass
@@ -34,6 +35,8 @@ def needs_annotator(cfg: EvalConfig) -> bool:
 
 
 def prepare_assets(cfg: RunConfig, cache_dir=None, device: str = "cpu", log: Callable = print) -> Assets:
+    if cfg.eval.features == "inception":  # a missing or bad weight file fails now, before classifiers are trained
+        load_inception_state(inception_weights(cfg.eval.weights_path))
     data = load_dataset(cfg.dataset)
     method = method_class(cfg.method.name)
     classifier = soft = annotator = None

@@ -10,7 +10,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
 import re
+import stat
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +24,28 @@ class ConfigError(ValueError):
     """A config problem; ``problems`` lists every ``dotted.key: message`` found."""
 
     def __init__(self, problems: list[str]):
-        self.problems = list(problems)
+        self.problems = clip_problems(problems)
         super().__init__("invalid configuration:\n  " + "\n  ".join(self.problems))
+
+
+# Error messages quote the values they reject: a value can be huge (a YAML alias bomb, a 10 MB string), so every
+# problem line is clipped and the list is capped; the dotted key and the start of the value always survive.
+MAX_PROBLEM_CHARS, MAX_PROBLEMS = 400, 30
+
+
+def clip(text: str, limit: int = MAX_PROBLEM_CHARS) -> str:
+    """``text`` on one line, at most ``limit`` characters (an ellipsis says how much was cut)."""
+    text = str(text).replace("\n", "\\n").replace("\r", "\\r")
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+def clip_problems(problems) -> list[str]:
+    problems = [clip(p) for p in problems]
+    if len(problems) > MAX_PROBLEMS:
+        problems = problems[:MAX_PROBLEMS] + [f"... and {len(problems) - MAX_PROBLEMS} more problems"]
+    return problems
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -141,6 +163,26 @@ def metric_keys(groups) -> set[str]:
     return {key for g in groups for key in METRIC_GROUPS.get(g, ())}
 
 
+# The direction of every scalar key of METRIC_GROUPS: "min" = lower is better (distances, divergences, the spread of
+# per-class FID), "max" = higher is better (accuracies, precision / recall / density / coverage, diversity, IS).
+# A search whose mode contradicts its metric's direction would optimise for the worst generator (trainables.spaces
+# rejects it). Kept beside METRIC_GROUPS so that a metric registry can absorb both; tests check they cover the same
+# keys.
+METRIC_DIRECTIONS: dict[str, str] = {
+    "fid": "min", "intra_fid": "min", "intra_fid_std": "min", "fid_many": "min", "fid_medium": "min",
+    "fid_few": "min", "kid": "min", "kid_few": "min", "intra_kid": "min", "class_kl": "min",
+    "is": "max", "precision": "max", "recall": "max", "density": "max", "coverage": "max",
+    "intra_precision": "max", "intra_recall": "max", "intra_density": "max", "intra_coverage": "max",
+    "lpips": "max", "intra_lpips": "max", "diversity": "max", "intra_diversity": "max",
+    "class_accuracy": "max", "cas": "max", "cas_real": "max",
+}
+
+
+def metric_direction(key: str) -> str | None:
+    """"min" or "max" for a scalar metric key (lower / higher is better); None for a key no group reports."""
+    return METRIC_DIRECTIONS.get(key) if isinstance(key, str) else None
+
+
 # Reweighting transforms of the GAN-ensemble report (Slim 2020, Algorithm 1); "none" = independent seeds.
 REWEIGHTING_METHODS = ("none", "A_mu", "A_sigma", "B", "C")
 
@@ -148,6 +190,13 @@ REWEIGHTING_METHODS = ("none", "A_mu", "A_sigma", "B", "C")
 # --------------------------------------------------------------------------------------------------------------
 # The config tree. Field metadata: "choices" (allowed values), "min"/"max" (inclusive bounds), "help".
 # --------------------------------------------------------------------------------------------------------------
+# Every seed (run, classifier, imbalance, searcher) lies in [0, 2**32 - 1]: numpy's and Optuna's samplers refuse
+# anything else, and they are first called long after the config was read (inside a Ray trial, or when the Optuna
+# sampler is built after Ray started), so the range is checked here, with the key named. The run's own offsets
+# (train.seed + a constant, + the ensemble member) go to torch generators, which take any 64-bit value.
+SEED_MAX = 2 ** 32 - 1
+
+
 def _f(default=dataclasses.MISSING, *, factory=None, choices=None, min=None, max=None, gt=None, help=""):
     meta = {"choices": choices, "min": min, "max": max, "gt": gt, "help": help}
     if factory is not None:
@@ -163,7 +212,8 @@ class ImbalanceConfig:
     ratio: float = _f(10.0, min=1.0, help="rho = n_max / n_min for exponential and step")
     minority_fraction: float = _f(0.5, min=0.0, max=1.0, help="mu: share of minority classes (step profile)")
     total: int | None = _f(None, gt=0, help="total training images for lognormal/chi2/pareto (default: keep n_max*K/4)")
-    seed: int = _f(0, help="seed for per-class sample choice and the class shuffle of the Softlabel-GAN profiles")
+    seed: int = _f(0, min=0, max=SEED_MAX,
+                   help="seed for per-class sample choice and the class shuffle of the Softlabel-GAN profiles")
 
 
 @dataclass
@@ -224,7 +274,7 @@ class TrainConfig:
     ema_start: int = _f(0, min=0, help="step from which G's EMA is updated")
     ema_decay: float = _f(0.999, min=0.0, max=1.0)
     eval_every: int = _f(250, min=1)
-    seed: int = _f(0)
+    seed: int = _f(0, min=0, max=SEED_MAX)
     device: str = _f("auto", help="auto | cpu | cuda | cuda:N")
     threads: int = _f(0, min=0, help="torch CPU threads; 0 = torch's default (a sweep trial: its CPU share). The "
                                      "count changes float rounding, so best.yaml records the trial's own")
@@ -240,7 +290,7 @@ class ClassifierConfig:
     batch_size: int = _f(128, min=2)
     lr: float = _f(1e-3, gt=0.0)
     entropy_bonus: float = _f(0.0, min=0.0, help="Softlabel-GAN: CE - w * entropy, w = 0.3 in the paper")
-    seed: int = _f(0)
+    seed: int = _f(0, min=0, max=SEED_MAX)
 
 
 @dataclass
@@ -319,8 +369,41 @@ class RunConfig:
 # --------------------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------------------
+class YAMLLimitError(yaml.YAMLError):
+    """A YAML document beyond what imbgan reads: too large, nested too deeply, or expanding (through aliases) to
+    more nodes than any config has."""
+
+
+# Bounds on what one YAML document may be. The largest config in the project has a few hundred nodes; a 1 KB
+# "billion laughs" document (aliases of aliases) expands to 10^9: refused before it is constructed or printed.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000
+MAX_YAML_DEPTH = 100
+
+
 class SafeLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also reads ``1e-3`` as a float (YAML 1.2 style; PyYAML's 1.1 rules need ``1.0e-3``)."""
+    """``yaml.SafeLoader`` that also reads ``1e-3`` as a float (YAML 1.2 style; PyYAML's 1.1 rules need ``1.0e-3``)
+    and refuses a mapping with the same key twice (PyYAML keeps the last one silently), naming the key and both
+    lines. ``<<`` merge keys keep their meaning (explicit keys override merged ones)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: PyYAML's own construct_mapping reports it
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"found duplicate key {clip(repr(key), 80)} (first at line {first.line + 1})",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
 
 
 SafeLoader.add_implicit_resolver(
@@ -330,24 +413,100 @@ SafeLoader.add_implicit_resolver(
 )
 
 
-def safe_load(text_or_stream) -> Any:
-    """Parse with the safe loader above (what ``yaml.load(..., Loader=SafeLoader)`` does): no arbitrary objects."""
+def _check_expansion(root) -> None:
+    """Refuse a node graph that expands to more than MAX_YAML_NODES nodes or nests deeper than MAX_YAML_DEPTH
+    (aliases count every time they are used: that is what printing or copying the value costs)."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack = [(root, 0, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        key = id(node)
+        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                    else list(node.value) if isinstance(node, yaml.SequenceNode) else [])
+        if done:
+            on_path.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[key] > MAX_YAML_NODES:
+                raise YAMLLimitError(f"the document expands to more than {MAX_YAML_NODES} nodes (aliases of "
+                                     f"aliases, line {node.start_mark.line + 1}); no imbgan config is that large")
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise YAMLLimitError(f"recursive alias at line {node.start_mark.line + 1} (a value that contains itself)")
+        if depth > MAX_YAML_DEPTH:
+            raise YAMLLimitError(f"nested deeper than {MAX_YAML_DEPTH} levels at line {node.start_mark.line + 1}")
+        on_path.add(key)
+        stack.append((node, depth, True))
+        stack.extend((c, depth + 1, False) for c in children if id(c) not in sizes)
+
+
+def safe_load(text_or_stream, name: str | None = None) -> Any:
+    """Parse with the safe loader above (what ``yaml.load(..., Loader=SafeLoader)`` does): no arbitrary objects,
+    no duplicate keys, and a bounded size (``YAMLLimitError``). The one YAML parser of the project: every config,
+    space, best.yaml and ``--set`` value goes through it (``load_yaml`` for files)."""
     loader = SafeLoader(text_or_stream)
+    if name:
+        loader.name = name  # marks in error messages name the file
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise YAMLLimitError(f"nested deeper than {MAX_YAML_DEPTH} levels") from None
     finally:
         loader.dispose()
 
 
-def load_yaml(path: str) -> dict:
-    """Read a YAML mapping safely; errors name the path."""
+def read_text_file(path, what: str = "file", max_bytes: int = MAX_YAML_BYTES) -> str:
+    """The UTF-8 text of a small regular file, or a ConfigError that names the path and says what is wrong (missing,
+    a directory, not a regular file, unreadable, too large, not UTF-8)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = safe_load(fh)
+        st = os.stat(path)
     except FileNotFoundError:
         raise ConfigError([f"{path}: file not found"]) from None
+    except NotADirectoryError:
+        raise ConfigError([f"{path}: file not found (a parent in the path is a file, not a folder)"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror or exc})"]) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ConfigError([f"{path}: is a directory, expected a {what}"])
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError([f"{path}: not a regular file, expected a {what}"])
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror or exc})"]) from None
+    if len(raw) > max_bytes:
+        raise ConfigError([f"{path}: larger than {max_bytes} bytes, expected a {what} (configs are a few KB)"])
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError([f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at line {line}, offset "
+                           f"{exc.start}); save the {what} as UTF-8"]) from None
+
+
+def yaml_error_text(exc: yaml.YAMLError) -> str:
+    """`` at line L, column C: what (context)`` for PyYAML's marked errors, `` (message)`` for the others."""
+    mark = getattr(exc, "problem_mark", None)
+    if isinstance(exc, yaml.MarkedYAMLError) and mark is not None and exc.problem:
+        context = f" ({exc.context})" if exc.context and "duplicate key" not in exc.problem else ""
+        return f" at line {mark.line + 1}, column {mark.column + 1}: {exc.problem}{context}"
+    return f" ({' '.join(str(exc).split())})"
+
+
+def load_yaml(path: str) -> dict:
+    """Read a YAML mapping safely (``safe_load``'s rules, ``read_text_file``'s checks); errors name the path."""
+    text = read_text_file(path, "YAML file")
+    try:
+        data = safe_load(text, name=str(path))
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML ({exc})".replace("\n", " ")]) from None
+        raise ConfigError([f"{path}: not valid YAML{yaml_error_text(exc)}"]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -453,7 +612,7 @@ def _build(cls, data: Any, prefix: str, problems: list[str]):
 
 def _build_method(data: dict, prefix: str, problems: list[str]) -> MethodConfig:
     name = data.get("name", "cgan")
-    if name not in METHOD_PARAMS:
+    if not isinstance(name, str) or name not in METHOD_PARAMS:
         problems.append(f"{prefix}name: unknown method {name!r} (valid: {', '.join(METHOD_PARAMS)})")
         return MethodConfig(name=str(name))
     spec = METHOD_PARAMS[name]
@@ -543,6 +702,8 @@ def _cross_checks(cfg: RunConfig) -> list[str]:
         if p["content_dim"] + p["style_dim"] != cfg.model.z_dim:
             problems.append(f"method.content_dim + method.style_dim must equal model.z_dim "
                             f"({p['content_dim']} + {p['style_dim']} != {cfg.model.z_dim})")
+    if cfg.train.seed + cfg.ensemble.size - 1 > SEED_MAX:  # member i trains with train.seed + i
+        problems.append(f"train.seed: {cfg.train.seed} + ensemble.size {cfg.ensemble.size} - 1 exceeds {SEED_MAX}")
     weights = cfg.ensemble.generator_weights
     if weights is not None:
         if len(weights) != cfg.ensemble.size:

@@ -19,6 +19,7 @@ import torch
 from .assets import prepare_assets
 from .config import ConfigError, RunConfig, apply_overrides, load_yaml, parse_set
 from .files import atomic_write_text
+from .paths import folder_problems
 from .training import (CHECKPOINT_FILE, CheckpointError, DivergedError, Run, config_differences,
                        run_config_problems)
 
@@ -27,7 +28,8 @@ PROGRESS_METRICS = ("intra_fid", "class_accuracy")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m imbgan_core.train", description=__doc__.split("\n\n")[1])
+    p = argparse.ArgumentParser(prog="python -m imbgan_core.train", description=__doc__.split("\n\n")[1],
+                                allow_abbrev=False)
     p.add_argument("--config", help="run config YAML (optional with --resume: the checkpoint's config is used)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override, repeatable")
     p.add_argument("--steps", type=int, help="shorthand for --set train.steps=N")
@@ -57,6 +59,7 @@ def load_config(args: argparse.Namespace) -> RunConfig:
         problems += [f"--resume: the checkpoint's config differs in {d}" for d in differences]
     if not args.resume and checkpoint.is_file():
         problems.append(f"--out: {checkpoint} already exists; pass --resume to continue it or choose a new folder")
+    problems += folder_problems(args.out, "--out", None)  # a file, an unwritable folder: now, not after training
     if problems:
         raise ConfigError(problems)
     return cfg

@@ -243,7 +243,7 @@ def local_cluster(env: dict[str, str], workers: int = 2, worker_cpus: float = 2,
 
 def _serve_cluster(argv: list[str]) -> None:
     """Script mode: start a Cluster, print its address as JSON, block until stdin closes, shut down."""
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(allow_abbrev=False)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--worker-cpus", type=float, default=2)
     parser.add_argument("--worker-gpus", type=float, default=1)

@@ -165,6 +165,7 @@ def test_close_sweep_runs_terminates_what_a_crash_left_open(tmp_path):
     callback.setup()
     trial = Trial("reporting_trainable", config={"run": RUN, "method.lambda": 3.0}, trial_id="t0001", stub=True)
     callback.on_trial_start(0, [trial], trial)
+    assert callback.flush(30), "the background writer did not create the runs"
     parents, nested = children(uri)
     assert [r.info.status for r in parents + nested] == ["RUNNING", "RUNNING"]
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from imbgan_core.config import (METHOD_PARAMS, ConfigError, Param, RunConfig, apply_overrides, field_spec, flatten,
-                                load_yaml, metric_keys, valid_keys)
+from imbgan_core.config import (METHOD_PARAMS, METRIC_DIRECTIONS, SEED_MAX, ConfigError, Param, RunConfig,
+                                apply_overrides, field_spec, flatten, load_yaml, metric_direction, metric_keys,
+                                valid_keys)
 from imbgan_core.training import run_config_problems
 
 TOP_LEVEL_KEYS = ("name", "run", "space", "search", "resources")
@@ -25,6 +27,12 @@ DISTRIBUTIONS = {"uniform": 2, "loguniform": 2, "quniform": 3, "randint": 2, "ch
 FROZEN_PREFIXES = ("dataset.", "classifier.", "eval.")
 SCHEDULERS = ("asha", "fifo")
 SAMPLERS = ("tpe", "random")
+SECTIONS = ("run", "space", "search", "resources")  # top-level keys whose value is a mapping
+# ``name`` becomes a folder (results/<name>, <storage>/<name>), an MLflow experiment and an Optuna study name:
+# letters, digits, ".", "_", "-", starting with a letter or digit (so never "." or ".."), short enough for any
+# filesystem once a "-N" suffix and Ray's own names are added.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_NAME_CHARS = 100
 
 
 class SpaceError(ConfigError):
@@ -198,23 +206,29 @@ def asha_rungs(grace: int, factor: float, max_t: int) -> list[int]:
 
 
 def load_space(path: str, overrides: dict[str, Any] | None = None) -> Space:
-    """Read, apply CLI overrides (dotted keys into the space document), validate; raise SpaceError with all problems."""
+    """Read, apply CLI overrides (dotted keys into the space document), validate; raise SpaceError with all problems.
+
+    A check that needs a valid run config (a searched key's range, the metric ``run.eval.metrics`` produces, ASHA's
+    grace period against ``run.train.steps``) runs only when ``run`` is valid: with an invalid ``run`` the message
+    lists the real problems, never consequences of a stand-in default config."""
     try:
         doc = load_yaml(path)
     except ConfigError as exc:
         raise SpaceError(path, exc.problems) from None
+    problems = override_conflicts(doc, overrides or {})
+    if problems:
+        raise SpaceError(path, problems)
     doc = apply_overrides(doc, overrides or {})
-    problems: list[str] = []
     for key in doc:
         if key not in TOP_LEVEL_KEYS:
             problems.append(f"{key}: unknown top-level key (valid: {', '.join(TOP_LEVEL_KEYS)})")
     name = doc.get("name", "")
-    if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
-        problems.append(f"name: expected a non-empty name without spaces or slashes, got {name!r}")
-    run_dict = _validate_run(doc.get("run"), problems)
-    params = _parse_params(doc.get("space") or {}, run_dict, problems)
-    search = _parse_search(doc.get("search") or {}, run_dict, problems)
-    resources = _parse_resources(doc.get("resources") or {}, problems)
+    problems.extend(name_problems(name))
+    sections = {key: _section(doc, key, problems) for key in SECTIONS}
+    run_dict, method = _validate_run(doc.get("run"), problems)
+    params = _parse_params(sections["space"] or {}, run_dict, problems, method)
+    search = _parse_search(sections["search"] or {}, run_dict, problems)
+    resources = _parse_resources(sections["resources"] or {}, problems)
     if problems:
         raise SpaceError(path, problems)
     space = Space(name=name, path=str(path), run=run_dict, params=params, search=search, resources=resources)
@@ -224,19 +238,67 @@ def load_space(path: str, overrides: dict[str, Any] | None = None) -> Space:
     return space
 
 
+def name_problems(name: Any) -> list[str]:
+    """Problems with a sweep name (see NAME_PATTERN): it names a folder, an MLflow experiment, an Optuna study."""
+    if isinstance(name, str) and len(name) <= MAX_NAME_CHARS and NAME_PATTERN.fullmatch(name):
+        return []
+    if isinstance(name, str) and len(name) > MAX_NAME_CHARS:
+        return [f"name: {len(name)} characters, at most {MAX_NAME_CHARS} (it names the sweep's folder), "
+                f"got {name[:40]!r}..."]
+    return [f"name: expected a folder-safe name (letters, digits, '.', '_', '-', starting with a letter or digit; "
+            f"no '/', spaces, newlines, '.' or '..'), got {name!r}"]
+
+
+def override_conflicts(doc: dict, overrides: dict[str, Any]) -> list[str]:
+    """An override that would go inside a value that is not a mapping (``--num-samples 3`` with ``search: [1]``)
+    would silently replace that value: report the value instead. A string stays replaceable: it is the short form
+    of a one-key mapping (``scheduler: asha`` = ``{asha: {}}``)."""
+    problems = []
+    for dotted in overrides:
+        node, parts = doc, dotted.split(".")
+        for i, part in enumerate(parts[:-1]):
+            value = node.get(part) if isinstance(node, dict) else None
+            if value is None or isinstance(value, str):
+                break
+            if not isinstance(value, dict):
+                where = ".".join(parts[:i + 1])
+                problems.append(f"{where}: expected a mapping, got {value!r} (the override {dotted} goes inside it)")
+                break
+            node = value
+    return problems
+
+
+def _section(doc: dict, key: str, problems: list[str]) -> dict | None:
+    """A top-level mapping (None when absent or empty); any other value is a problem naming the key (and then
+    ``{}``: the section's own checks are skipped, the other sections are still checked)."""
+    value = doc.get(key)
+    if value is None or isinstance(value, dict):
+        return value
+    what = "a run-config mapping" if key == "run" else "a mapping"
+    problems.append(f"{key}: expected {what}, got {type(value).__name__} {value!r}")
+    return {}
+
+
 # ---------------------------------------------------------------------------------------------------------------
-def _validate_run(run: Any, problems: list[str]) -> dict:
+def _validate_run(run: Any, problems: list[str]) -> tuple[dict | None, str | None]:
+    """The validated run dict, or None when ``run`` is invalid; with it the method name when that is valid (the
+    searched method parameters are still checked against it)."""
+    if run is None:
+        problems.append("run: missing (a run-config mapping: method, dataset, model, train, eval, ...)")
+        return None, None
     if not isinstance(run, dict):
-        problems.append(f"run: expected a run-config mapping, got {run!r}")
-        return RunConfig().to_dict()
+        return None, None  # _section reported it; nothing that depends on the run config is checked
     try:
-        return RunConfig.from_dict(run).to_dict()
+        run_dict = RunConfig.from_dict(run).to_dict()
     except ConfigError as exc:
         problems.extend(f"run.{p}" for p in exc.problems)
-        return RunConfig().to_dict()
+        method = run.get("method")
+        name = method.get("name", "cgan") if isinstance(method, dict) else None
+        return None, name if isinstance(name, str) and name in METHOD_PARAMS else None
+    return run_dict, run_dict["method"]["name"]
 
 
-def _parse_params(raw: Any, run: dict, problems: list[str]) -> list[Dist]:
+def _parse_params(raw: Any, run: dict | None, problems: list[str], method: str | None = None) -> list[Dist]:
     if not isinstance(raw, dict):
         problems.append(f"space: expected a mapping of dotted keys, got {raw!r}")
         return []
@@ -244,7 +306,7 @@ def _parse_params(raw: Any, run: dict, problems: list[str]) -> list[Dist]:
     dists: list[Dist] = []
     for key, spec in raw.items():
         where = f"space.{key}"
-        if key not in known:
+        if not isinstance(key, str) or key not in known:
             problems.append(f"{where}: not a key of the run config")
             continue
         if key.startswith(FROZEN_PREFIXES):
@@ -255,7 +317,10 @@ def _parse_params(raw: Any, run: dict, problems: list[str]) -> list[Dist]:
         if dist is None:
             continue
         dist = Dist(dist.key, dist.kind, dist.args, _parse_when(spec, where, known, problems))
-        _check_against_config(dist, run, dists, where, problems)
+        if run is not None:
+            _check_against_config(dist, run, dists, where, problems)
+        elif method is not None and key.startswith("method.") and key != "method.name":
+            _check_against_config(dist, {"method": {"name": method}}, dists, where, problems)
         dists.append(dist)
     return dists
 
@@ -302,7 +367,7 @@ def _parse_when(spec: Any, where: str, known: set[str], problems: list[str]) -> 
         return ()
     out = []
     for key, allowed in cond.items():
-        if key not in known:
+        if not isinstance(key, str) or key not in known:
             problems.append(f"{where}.when.{key}: not a key of the run config")
         else:
             out.append((key, tuple(allowed) if isinstance(allowed, list) else (allowed,)))
@@ -353,17 +418,23 @@ def _methods_for(dist: Dist, run: dict, earlier: list[Dist]) -> list[str]:
     return [run["method"]["name"]]
 
 
-def _parse_search(raw: dict, run: dict, problems: list[str]) -> Search:
+def _parse_search(raw: dict, run: dict | None, problems: list[str]) -> Search:
     allowed = {"metric", "mode", "num_samples", "scheduler", "searcher"}
     problems.extend(f"search.{k}: unknown key (valid: {', '.join(sorted(allowed))})" for k in raw if k not in allowed)
     metric = raw.get("metric", "intra_fid")
-    produced = metric_keys(run["eval"]["metrics"])
-    if metric not in produced:
+    direction = metric_direction(metric)
+    if direction is None:
+        problems.append(f"search.metric: {metric!r} is not a metric (valid: {', '.join(METRIC_DIRECTIONS)})")
+    elif run is not None and metric not in metric_keys(run["eval"]["metrics"]):
         problems.append(f"search.metric: {metric!r} is not produced by run.eval.metrics {run['eval']['metrics']} "
-                        f"(produced: {', '.join(sorted(produced))})")
+                        f"(produced: {', '.join(sorted(metric_keys(run['eval']['metrics'])))})")
     mode = raw.get("mode", "min")
-    if mode not in ("min", "max"):
+    if not isinstance(mode, str) or mode not in ("min", "max"):
         problems.append(f"search.mode: {mode!r} is not one of ['min', 'max']")
+    elif direction is not None and mode != direction:
+        better = "lower" if direction == "min" else "higher"
+        problems.append(f"search.mode: {mode!r} contradicts search.metric {metric!r}, for which {better} is better "
+                        f"(mode {direction!r}); a {mode} search would look for the worst trials")
     num_samples = raw.get("num_samples", 8)
     if not _is_int(num_samples) or num_samples < 1:
         problems.append(f"search.num_samples: expected an integer >= 1, got {num_samples!r}")
@@ -372,19 +443,22 @@ def _parse_search(raw: dict, run: dict, problems: list[str]) -> Search:
     return Search(metric, mode, num_samples, scheduler, grace, factor, sampler, seed, startup)
 
 
-def _parse_scheduler(raw: Any, run: dict, problems: list[str]):
+def _parse_scheduler(raw: Any, run: dict | None, problems: list[str]):
     name, opts = _single_key(raw, "search.scheduler", SCHEDULERS, problems)
     if name != "asha":
         return name or "fifo", None, None
-    grace = opts.get("grace_period", run["train"]["eval_every"])
+    # Without a valid run (already reported) the grace period's default and upper bound are unknown: type only.
+    steps = run["train"]["steps"] if run is not None else None
+    grace = opts.get("grace_period", run["train"]["eval_every"] if run is not None else 1)
     factor = opts.get("reduction_factor", 3)
     unknown = set(opts) - {"grace_period", "reduction_factor"}
     problems.extend(f"search.scheduler.asha.{k}: unknown key (valid: grace_period, reduction_factor)"
-                    for k in sorted(unknown))
-    if not _is_int(grace) or not 1 <= grace <= run["train"]["steps"]:
+                    for k in sorted(unknown, key=str))
+    if steps is None and (not _is_int(grace) or grace < 1):
+        problems.append(f"search.scheduler.asha.grace_period: expected an integer >= 1, got {grace!r}")
+    elif steps is not None and (not _is_int(grace) or not 1 <= grace <= steps):
         problems.append(f"search.scheduler.asha.grace_period: expected an integer in [1, run.train.steps="
-                        f"{run['train']['steps']}], got {grace!r} (with --max-steps below it, lower it too: "
-                        f"--grace-period N)")
+                        f"{steps}], got {grace!r} (with --max-steps below it, lower it too: --grace-period N)")
     if not _is_number(factor) or factor <= 1:
         problems.append(f"search.scheduler.asha.reduction_factor: expected a number > 1, got {factor!r}")
     return "asha", grace, factor
@@ -396,10 +470,11 @@ def _parse_searcher(raw: Any, problems: list[str]):
     valid = ("sampler", "seed", "n_startup_trials")
     problems.extend(f"search.searcher.optuna.{k}: unknown key (valid: {', '.join(valid)})"
                     for k in opts if k not in valid)
-    if sampler not in SAMPLERS:
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
         problems.append(f"search.searcher.optuna.sampler: {sampler!r} is not one of {list(SAMPLERS)}")
-    if not _is_int(seed):
-        problems.append(f"search.searcher.optuna.seed: expected an integer, got {seed!r}")
+    if not _is_int(seed) or not 0 <= seed <= SEED_MAX:
+        problems.append(f"search.searcher.optuna.seed: expected an integer in [0, 2**32 - 1] (Optuna's samplers "
+                        f"refuse others), got {seed!r}")
     if not _is_int(startup) or startup < 1:
         problems.append(f"search.searcher.optuna.n_startup_trials: expected an integer >= 1, got {startup!r}")
     elif sampler == "random" and "n_startup_trials" in opts:

@@ -30,6 +30,7 @@ ASHA_STATE = "asha_state.json"  # trainables.durable.PersistentASHA
 # many times (issue #7); a deterministic error costs at most this many extra attempts.
 TRIAL_RESTARTS = 2
 MLFLOW_SYNC_ATTEMPTS, MLFLOW_SYNC_PAUSE_S = 4, 5.0  # the end-of-sweep MLflow sync waits up to ~50 s for a store
+MLFLOW_FLUSH_S = 60.0  # after fit, the background MLflow writer gets this long to empty its queue
 
 
 class SweepError(RuntimeError):
@@ -44,6 +45,8 @@ def run_sweep(space: Space, args: argparse.Namespace) -> int:
             folder = claim_sweep_dir(results, args.storage_path, space.name, args.resume)
         except ClaimError as exc:
             raise SweepError(str(exc)) from None
+        except OSError as exc:  # a results root we cannot create or lock: name it, before Ray starts
+            raise SweepError(f"--results {results}: cannot claim a sweep folder there ({exc})") from None
         started_fit = False
         try:
             tuner, callback, context = start_sweep(space, args, results, folder)
@@ -117,7 +120,13 @@ def finish_sweep(space: Space, args: argparse.Namespace, folder: SweepFolder, tu
             except Exception as exc:  # keep the original error; an unreachable store must not mask it
                 print(f"warning: could not close the MLflow runs of this sweep ({exc})", flush=True)
     interrupted = signals.received is not None
-    mlflow_sync = sync_mlflow(callback, grid, space.search.metric, "KILLED" if interrupted else "FINISHED")
+    if not callback.flush(MLFLOW_FLUSH_S):
+        print(f"MLflow: {callback.pending} write(s) still queued after {MLFLOW_FLUSH_S:.0f} s; the sync below "
+              f"writes them from Ray's record", flush=True)
+    try:
+        mlflow_sync = sync_mlflow(callback, grid, space.search.metric, "KILLED" if interrupted else "FINISHED")
+    finally:
+        callback.close()
     if interrupted:
         park_interrupted(sweep_dir / "optuna.db", sweep_dir.name)
     wall, driver_cpu = time.time() - started, time.process_time() - driver_cpu

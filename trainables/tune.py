@@ -7,6 +7,7 @@ problems: exit 2) -> start/connect Ray -> create the MLflow store -> Tuner(Truth
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 EXAMPLES = """examples:
@@ -21,7 +22,7 @@ EXAMPLES = """examples:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m trainables.tune", description=__doc__.split("\n")[0],
+        prog="python -m trainables.tune", description=__doc__.split("\n")[0], allow_abbrev=False,
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", required=True, metavar="FILE",
                    help="search-space YAML, e.g. search_spaces/cbgan.yaml")
@@ -94,18 +95,31 @@ def load_space_with_flags(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for the exact --resume command of an interruption
-    from trainables.progress import quiet_libraries
-    quiet_libraries()
+    if not args.dry_run:  # a local Ray binds 127.0.0.1 only (docs/cluster.md); Ray reads this when imported
+        from trainables.compat import local_ray_environment
+        os.environ.update(local_ray_environment(args.address))
     from imbgan_core.config import ConfigError
+    from trainables.preflight import PreflightError, check_results_root, check_tracking_uri
     from trainables.spaces import SpaceError
     try:
         space = load_space_with_flags(args)
-    except (SpaceError, ConfigError) as exc:  # ConfigError: a malformed --set item
+        check_results_root(args.results, space.name, args.storage_path)  # flags naming paths: before Ray starts
+        if args.mlflow_uri:
+            check_tracking_uri(args.mlflow_uri)
+    except (SpaceError, ConfigError, PreflightError) as exc:  # ConfigError: a malformed --set item
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.dry_run:
         print(space.describe())
         return 0
+    from trainables.progress import quiet_libraries  # imports Ray: after validation, so bad input fails fast
+    quiet_libraries()
+    from trainables.compat import IncompatibleLibraryError, check_ray_internals
+    try:
+        check_ray_internals()  # the Ray / Optuna internals trainables relies on exist (pyproject pins the range)
+    except IncompatibleLibraryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     from trainables.sweep import SweepError, run_sweep
     try:
         return run_sweep(space, args)

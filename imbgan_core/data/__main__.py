@@ -17,7 +17,8 @@ CIFAR_PLACEHOLDER_ROOT = "<not read: counts only>"  # satisfies the config's roo
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults, imbalance = DatasetConfig(), ImbalanceConfig()
-    p = argparse.ArgumentParser(prog="python -m imbgan_core.data", description=__doc__.split("\n\n")[1])
+    p = argparse.ArgumentParser(prog="python -m imbgan_core.data", description=__doc__.split("\n\n")[1],
+                                allow_abbrev=False)
     p.add_argument("--source", default=defaults.source, help=f"digits | cifar10 | cifar100 | imagefolder "
                                                              f"(default {defaults.source})")
     p.add_argument("--root", default=None, help="local folder (imagefolder: class subfolders; cifar: optional)")
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         info = describe(dataset_config(args))
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, ValueError, OSError) as exc:  # OSError: a root that is a file, unreadable, ...
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(info, indent=1) if args.json else format_table(info))

@@ -248,7 +248,8 @@ def scan_image_folder(root: str | Path) -> tuple[list[str], list[list[Path]]]:
     """(class names, image files per class) of ``root/<class>/<image>``; classes in sorted name order."""
     root_path = Path(root).expanduser().resolve()
     if not root_path.is_dir():
-        raise FileNotFoundError(f"dataset.root: image folder {root_path} does not exist")
+        state = "is a file, not a folder" if root_path.exists() else "does not exist"
+        raise FileNotFoundError(f"dataset.root: image folder {root_path} {state}")
     class_dirs = sorted(p for p in root_path.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise ValueError(f"dataset.root: {root_path} has no class subfolders (expected root/<class>/<image>)")

@@ -32,6 +32,11 @@ class MissingWeightsError(FileNotFoundError):
     """Pretrained weights are not on disk; the message says which file, where it was looked for and how to get it."""
 
 
+class BadWeightsError(ValueError):
+    """A weight file exists but is not the expected weights (random bytes, a truncated download, another model's
+    state dict); the message names the file, what was expected and what was found."""
+
+
 def hub_checkpoint(filename: str, url: str, what: str, override: str | None = None,
                    override_key: str | None = None) -> Path:
     """Path of a pretrained weight file: ``override`` if given, else ``$TORCH_HOME/hub/checkpoints/<filename>``."""
@@ -75,11 +80,38 @@ class SafeInceptionV3(FeatureExtractorInceptionV3):
 
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
         path = inception_weights(feature_extractor_weights_path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_inception_state(path)
         buffer = io.BytesIO()
         torch.save(state, buffer)
         buffer.seek(0)
-        super().__init__(name, features_list, feature_extractor_weights_path=buffer, **kwargs)
+        try:
+            super().__init__(name, features_list, feature_extractor_weights_path=buffer, **kwargs)
+        except (RuntimeError, KeyError, ValueError) as exc:  # load_state_dict: missing / unexpected / mis-shaped
+            raise BadWeightsError(f"{path}: {INCEPTION_EXPECTED}; torch-fidelity's InceptionV3 refused it "
+                                  f"({_first_line(exc)})") from None
+
+
+INCEPTION_EXPECTED = (f"expected torch-fidelity's InceptionV3 FID weights ({INCEPTION_FILE}, a state dict of "
+                      f"tensors, {URL_INCEPTION_V3})")
+
+
+def load_inception_state(path: Path) -> dict:
+    """The tensors of an InceptionV3 weight file (``weights_only=True``: plain tensors, no code), or a
+    BadWeightsError naming the file and what was expected (random bytes, a truncated download, another file)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, IndexError... on bad bytes
+        raise BadWeightsError(f"{path}: not a weight file torch can read ({type(exc).__name__}); "
+                              f"{INCEPTION_EXPECTED}") from None
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BadWeightsError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors; "
+                              f"{INCEPTION_EXPECTED}")
+    return state
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 if INCEPTION_REGISTRY_NAME not in FEATURE_EXTRACTORS_REGISTRY:

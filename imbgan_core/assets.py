@@ -13,10 +13,10 @@ from typing import Any, Callable
 import torch
 
 from .classifier import get_classifier, soft_labels
-from .config import EvalConfig, RunConfig
+from .config import RunConfig
 from .data import LongTailData, load_dataset
 from .methods import method_class
-from .metrics.evaluator import ANNOTATOR_GROUPS, Evaluator
+from .metrics.evaluator import Evaluator, needs_annotator
 from .metrics.features import inception_weights, load_inception_state
 
 
@@ -26,12 +26,7 @@ class Assets:
     classifier: Any = None  # imbgan_core.classifier.Classifier trained on the long-tailed split (role "classifier")
     annotator: Any = None  # the same kind of net trained on balanced data (role "annotator"), for metrics
     soft_labels: torch.Tensor | None = None  # N_train x K softmax of C on every training image (softlabel)
-    evaluator_state: Any = None  # a prepared metrics.evaluator.Evaluator (real statistics loaded), or None
-
-
-def needs_annotator(cfg: EvalConfig) -> bool:
-    """The annotator is the feature space (features: annotator) and the labeller of class metrics."""
-    return cfg.features == "annotator" or any(m in ANNOTATOR_GROUPS for m in cfg.metrics)
+    evaluator_state: Evaluator | None = None  # prepared (real statistics loaded), shared by every trial
 
 
 def prepare_assets(cfg: RunConfig, cache_dir=None, device: str = "cpu", log: Callable = print) -> Assets:
@@ -44,8 +39,9 @@ def prepare_assets(cfg: RunConfig, cache_dir=None, device: str = "cpu", log: Cal
         classifier = get_classifier(data, cfg.classifier, "classifier", cache_dir=cache_dir, device=device, log=log)
     if method.needs_soft_labels:
         soft = soft_labels(classifier, data.train, cache_dir=cache_dir)
-    if needs_annotator(cfg.eval):
+    if needs_annotator(cfg.eval, cfg.model.g_conditional):
         annotator = get_classifier(data, cfg.classifier, "annotator", cache_dir=cache_dir, device=device, log=log)
-    evaluator = Evaluator(data, cfg.eval, annotator, cache_dir=cache_dir, device=device)
+    evaluator = Evaluator(data, cfg.eval, annotator, cache_dir=cache_dir, device=device,
+                          conditional=cfg.model.g_conditional)
     evaluator.prepare()
     return Assets(data=data, classifier=classifier, annotator=annotator, soft_labels=soft, evaluator_state=evaluator)

@@ -135,52 +135,11 @@ METHOD_PARAMS: dict[str, dict[str, Param]] = {
     },
 }
 
-# Metric groups the evaluator can compute (names are stable: search spaces, MLflow and docs use them).
-# Each group reports the scalar keys listed; per-class vectors are reported beside them.
-METRIC_GROUPS: dict[str, tuple[str, ...]] = {
-    "fid": ("fid",),
-    "intra_fid": ("intra_fid", "intra_fid_std", "fid_many", "fid_medium", "fid_few"),
-    "kid": ("kid", "kid_few"),
-    "intra_kid": ("intra_kid",),
-    "is": ("is",),
-    "prdc": ("precision", "recall", "density", "coverage"),
-    "intra_prdc": ("intra_precision", "intra_recall", "intra_density", "intra_coverage"),
-    "lpips": ("lpips", "intra_lpips"),
-    "diversity": ("diversity", "intra_diversity"),
-    "class_accuracy": ("class_accuracy",),
-    "class_kl": ("class_kl",),
-    "cas": ("cas", "cas_real"),
-}
-
-
-# Metric groups that never read the label G was asked for: the only ones that mean something for an unconditional
-# generator (CBGAN's own setting, which it evaluates by FID and by the KL of the classifier's class histogram).
-UNCONDITIONAL_METRICS = ("fid", "is", "prdc", "class_kl")
-
-
-def metric_keys(groups) -> set[str]:
-    """Scalar metric keys reported when the evaluator computes ``groups``."""
-    return {key for g in groups for key in METRIC_GROUPS.get(g, ())}
-
-
-# The direction of every scalar key of METRIC_GROUPS: "min" = lower is better (distances, divergences, the spread of
-# per-class FID), "max" = higher is better (accuracies, precision / recall / density / coverage, diversity, IS).
-# A search whose mode contradicts its metric's direction would optimise for the worst generator (trainables.spaces
-# rejects it). Kept beside METRIC_GROUPS so that a metric registry can absorb both; tests check they cover the same
-# keys.
-METRIC_DIRECTIONS: dict[str, str] = {
-    "fid": "min", "intra_fid": "min", "intra_fid_std": "min", "fid_many": "min", "fid_medium": "min",
-    "fid_few": "min", "kid": "min", "kid_few": "min", "intra_kid": "min", "class_kl": "min",
-    "is": "max", "precision": "max", "recall": "max", "density": "max", "coverage": "max",
-    "intra_precision": "max", "intra_recall": "max", "intra_density": "max", "intra_coverage": "max",
-    "lpips": "max", "intra_lpips": "max", "diversity": "max", "intra_diversity": "max",
-    "class_accuracy": "max", "cas": "max", "cas_real": "max",
-}
-
-
-def metric_direction(key: str) -> str | None:
-    """"min" or "max" for a scalar metric key (lower / higher is better); None for a key no group reports."""
-    return METRIC_DIRECTIONS.get(key) if isinstance(key, str) else None
+def metric_registry():
+    """The metric registry (``imbgan_core.metrics.catalog.METRICS``): every metric name, its scalar keys and their
+    directions, what it needs and its own checks. Imported on use: the catalog imports the metric code."""
+    from .metrics.catalog import METRICS
+    return METRICS
 
 
 # Reweighting transforms of the GAN-ensemble report (Slim 2020, Algorithm 1); "none" = independent seeds.
@@ -315,6 +274,9 @@ class EvalConfig:
     kid_subsets: int = _f(100, min=1)
     kid_subset_size: int = _f(1000, min=2)
     prdc_k: int = _f(5, min=1)
+    min_class_samples: int = _f(10, min=2, help="an unconditional G's class with fewer annotator-labelled images "
+                                                "is under-filled: per-class metrics use the whole generated pool for "
+                                                "it (docs/metrics.md#unconditional-generators)")
     use_ema: bool = _f(True)
     cas: CASConfig = _f(factory=CASConfig)
 
@@ -710,9 +672,10 @@ def _cross_checks(cfg: RunConfig) -> list[str]:
             problems.append(f"ensemble.generator_weights: {len(weights)} weights for ensemble.size {cfg.ensemble.size}")
         elif any(w < 0 for w in weights) or sum(weights) <= 0:
             problems.append(f"ensemble.generator_weights: weights must be >= 0 with a positive sum, got {weights}")
-    for i, name in enumerate(cfg.eval.metrics):
-        if name not in METRIC_GROUPS:
-            problems.append(f"eval.metrics[{i}]: unknown metric {name!r} (valid: {', '.join(METRIC_GROUPS)})")
+    problems.extend(metric_registry().config_problems(cfg.eval.metrics))  # labels vs model: methods.config_problems
+    if cfg.eval.min_class_samples > cfg.eval.samples_per_class:
+        problems.append(f"eval.min_class_samples: {cfg.eval.min_class_samples} exceeds eval.samples_per_class "
+                        f"{cfg.eval.samples_per_class} (a class G was asked for would count as under-filled)")
     if cfg.train.eval_every > cfg.train.steps:
         problems.append(f"train.eval_every: {cfg.train.eval_every} exceeds train.steps {cfg.train.steps}")
     return problems

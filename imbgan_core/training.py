@@ -309,10 +309,11 @@ class Run:
             self._evaluator = self.assets.evaluator_state
         if self._evaluator is None:
             self._evaluator = Evaluator(self.assets.data, self.cfg.eval, self.assets.annotator, self.cache_dir,
-                                        str(self.device))
+                                        str(self.device), conditional=self.cfg.model.g_conditional)
             self._evaluator.prepare()
         gen = torch.Generator().manual_seed(self.cfg.train.seed + SAMPLE_SEED_OFFSET)
-        return self._evaluator.evaluate(lambda labels, **kw: self.generate(labels, gen, **kw))
+        return self._evaluator.evaluate(lambda labels, **kw: self.generate(labels, gen, **kw),
+                                        conditional=self.cfg.model.g_conditional)
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:

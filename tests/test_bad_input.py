@@ -623,13 +623,13 @@ def test_error_messages_that_quote_values_are_bounded():
 
 
 def test_metric_directions_cover_every_metric():
-    """One direction per scalar key the evaluator reports (config.METRIC_GROUPS), no others."""
-    from imbgan_core.config import METRIC_DIRECTIONS, METRIC_GROUPS
+    """Every scalar key has one direction, from its metric's record; the sweep's mode check reads it."""
+    from imbgan_core.metrics.catalog import METRICS
 
-    reported = {key for keys in METRIC_GROUPS.values() for key in keys}
-    assert set(METRIC_DIRECTIONS) == reported
-    assert set(METRIC_DIRECTIONS.values()) == {"min", "max"}
-    assert METRIC_DIRECTIONS["intra_fid"] == "min" and METRIC_DIRECTIONS["class_accuracy"] == "max"
+    keys = METRICS.all_keys()
+    assert set(keys.values()) == {"min", "max"}
+    assert keys["intra_fid"] == "min" and keys["class_accuracy"] == "max" and keys["underfilled_classes"] == "min"
+    assert sum(len(r.keys) for r in METRICS) == len(keys), "a key is reported by two groups"
 
 
 def test_every_argument_parser_refuses_abbreviations():

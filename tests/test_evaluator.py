@@ -1,13 +1,14 @@
 """The evaluator on digits: real-vs-real is small, noise is large, a label-ignoring generator has low class accuracy;
-real statistics are cached; every group reports exactly its METRIC_GROUPS keys; bad input is named early."""
+real statistics are cached; every group reports exactly its record's keys; bad input is named early."""
 import csv
 import math
 
 import pytest
 import torch
 
-from imbgan_core.config import METRIC_GROUPS, CASConfig, EvalConfig, metric_keys
+from imbgan_core.config import CASConfig, EvalConfig
 from imbgan_core.data.types import ImageDataset, LongTailData
+from imbgan_core.metrics.catalog import METRICS
 from imbgan_core.metrics.evaluator import EvalResult, Evaluator
 from imbgan_core.metrics.report import plot_fid_vs_class_size, write_per_class_csv
 from imbgan_core.viz import to_uint8
@@ -93,7 +94,7 @@ def test_label_ignoring_generator_has_low_class_accuracy(results):
 def test_result_keys_vectors_and_sample_counts(results, halves):
     data, _ = halves
     result = results["real"]
-    assert set(result.scalars) == metric_keys(CHEAP_GROUPS)
+    assert set(result.scalars) == METRICS.keys_of(CHEAP_GROUPS)
     assert all(isinstance(v, float) and math.isfinite(v) for v in result.scalars.values())
     for name in ("fid", "kid", "precision", "recall", "density", "coverage", "diversity", "class_accuracy"):
         assert len(result.per_class[name]) == data.num_classes, name
@@ -139,7 +140,7 @@ def test_generated_images_are_quantised_like_real_ones(evaluator, halves):
 def test_cas_group_through_the_evaluator(digits_data, annotator, cache_dir, halves):
     cfg = EvalConfig(metrics=["cas"], samples_per_class=2, cas=CASConfig(steps=3, batch_size=16))
     result = Evaluator(digits_data, cfg, annotator, cache_dir=cache_dir).evaluate(real_sampler(halves[1]))
-    assert set(result.scalars) == set(METRIC_GROUPS["cas"])
+    assert set(result.scalars) == set(METRICS["cas"].keys)
     assert 0.0 <= result.scalars["cas"] <= 1.0 and 0.0 <= result.scalars["cas_real"] <= 1.0
 
 

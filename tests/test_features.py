@@ -11,7 +11,8 @@ import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torchvision.models import alexnet
 
-from imbgan_core.config import EvalConfig, metric_keys
+from imbgan_core.config import EvalConfig
+from imbgan_core.metrics.catalog import METRICS
 from imbgan_core.data.types import ImageDataset, LongTailData
 from imbgan_core.metrics.evaluator import Evaluator
 from imbgan_core.metrics.diversity import ALEXNET_FILE, LPIPSDistance
@@ -131,7 +132,7 @@ def test_evaluator_in_the_inception_space(torch_home, monkeypatch, digits_data, 
                      samples_per_class=5)
     evaluator = Evaluator(data, cfg, annotator=None, cache_dir=tmp_path)
     result = evaluator.evaluate(lambda labels: data.eval.as_float(labels * 3))  # the first image of each class
-    assert set(result.scalars) == metric_keys(cfg.metrics)
+    assert set(result.scalars) == METRICS.keys_of(cfg.metrics)
     assert result.meta["feature_space"] == "inception" and result.meta["feature_dim"] == 2048
     assert math.isnan(result.scalars["fid_medium"]) and math.isfinite(result.scalars["fid_few"])
     assert result.scalars["intra_diversity"] == 0.0  # one image per class, repeated: no diversity within a class

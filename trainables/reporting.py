@@ -17,8 +17,11 @@ FID_PLOT = "fid_vs_class_size.png"
 
 # Facts about where a trial ran (every report carries them): tags in MLflow, not metrics.
 FACTS = ("device", "gpu_share", "torch_threads", "started_at", "node_id")
+# Facts about how it was evaluated (every report carries them, from the evaluator's meta): annotator FID is not
+# Inception FID, and per-class metrics of an unconditional G group images by the annotator's labels.
+EVAL_FACTS = ("feature_space", "class_labels")
 DIVERGED_REASON = "diverged_reason"  # a diverged trial's report says which loss became non-finite at which step
-TAGS = (*FACTS, DIVERGED_REASON)  # report keys recorded as MLflow tags
+TAGS = (*FACTS, *EVAL_FACTS, DIVERGED_REASON)  # report keys recorded as MLflow tags
 
 RUNNING, COMPLETED, STOPPED, DIVERGED, ERROR = "running", "completed", "stopped_by_asha", "diverged", "error"
 INTERRUPTED = "interrupted"  # the sweep stopped (Ctrl-C, SIGTERM) before the trial ended; ``--resume`` continues it

@@ -15,9 +15,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from imbgan_core.config import (METHOD_PARAMS, METRIC_DIRECTIONS, SEED_MAX, ConfigError, Param, RunConfig,
-                                apply_overrides, field_spec, flatten, load_yaml, metric_direction, metric_keys,
-                                valid_keys)
+from imbgan_core.config import (METHOD_PARAMS, SEED_MAX, ConfigError, Param, RunConfig, apply_overrides, field_spec,
+                                flatten, load_yaml, valid_keys)
+from imbgan_core.metrics.catalog import METRICS
 from imbgan_core.training import run_config_problems
 
 TOP_LEVEL_KEYS = ("name", "run", "space", "search", "resources")
@@ -422,12 +422,12 @@ def _parse_search(raw: dict, run: dict | None, problems: list[str]) -> Search:
     allowed = {"metric", "mode", "num_samples", "scheduler", "searcher"}
     problems.extend(f"search.{k}: unknown key (valid: {', '.join(sorted(allowed))})" for k in raw if k not in allowed)
     metric = raw.get("metric", "intra_fid")
-    direction = metric_direction(metric)
+    direction = METRICS.direction(metric)
     if direction is None:
-        problems.append(f"search.metric: {metric!r} is not a metric (valid: {', '.join(METRIC_DIRECTIONS)})")
-    elif run is not None and metric not in metric_keys(run["eval"]["metrics"]):
+        problems.append(f"search.metric: {metric!r} is not a metric (valid: {', '.join(METRICS.all_keys())})")
+    elif run is not None and metric not in METRICS.keys_of(run["eval"]["metrics"]):
         problems.append(f"search.metric: {metric!r} is not produced by run.eval.metrics {run['eval']['metrics']} "
-                        f"(produced: {', '.join(sorted(metric_keys(run['eval']['metrics'])))})")
+                        f"(produced: {', '.join(sorted(METRICS.keys_of(run['eval']['metrics'])))})")
     mode = raw.get("mode", "min")
     if not isinstance(mode, str) or mode not in ("min", "max"):
         problems.append(f"search.mode: {mode!r} is not one of ['min', 'max']")

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import yaml
 
-from imbgan_core.config import metric_keys
 from imbgan_core.files import atomic_write_text
+from imbgan_core.metrics.catalog import METRICS
 from trainables import reporting
 from trainables.spaces import Space, searched, trial_run_config
 
 
 def trial_rows(result_grid, space: Space) -> list[dict]:
     """One row per trial: id, state, steps, searched config, last metrics, sample grid path, sorted best first."""
-    names = sorted(metric_keys(space.run["eval"]["metrics"]))
+    names = sorted(METRICS.keys_of(space.run["eval"]["metrics"]))
     rows = []
     for result in result_grid:
         last = result.metrics or {}

@@ -96,7 +96,9 @@ class Reporter:
     def evaluation(self) -> None:
         result = self.trainee.evaluate()
         final = self.trainee.steps_done >= self.trainee.total_steps
-        metrics = {**result.scalars, **self.facts, **self.extras(self.trainee), reporting.STEP: self.trainee.steps_done,
+        evaluated = {k: result.meta[k] for k in reporting.EVAL_FACTS if k in result.meta}
+        metrics = {**result.scalars, **self.facts, **evaluated, **self.extras(self.trainee),
+                   reporting.STEP: self.trainee.steps_done,
                    reporting.STATE: reporting.COMPLETED if final else reporting.RUNNING}
         with tempfile.TemporaryDirectory(prefix="imbgan-ckpt-") as folder:
             self.trainee.save(folder)

@@ -126,7 +126,8 @@ class Ensemble:
     def evaluator(self):
         """The assets' prepared evaluator (built once here when the assets came without one)."""
         if self.assets.evaluator_state is None:
-            evaluator = Evaluator(self.assets.data, self.cfg.eval, self.assets.annotator, self.cache_dir, self.device)
+            evaluator = Evaluator(self.assets.data, self.cfg.eval, self.assets.annotator, self.cache_dir, self.device,
+                                  conditional=self.cfg.model.g_conditional)
             self.assets.evaluator_state = evaluator.prepare()
         return self.assets.evaluator_state
 
@@ -175,7 +176,7 @@ class Ensemble:
 
     def evaluate(self):
         """Every metric of ``cfg.eval`` (CAS included when listed) on the ensemble so far."""
-        return self.evaluator().evaluate(self.generator())
+        return self.evaluator().evaluate(self.generator(), conditional=self.cfg.model.g_conditional)
 
     def sample(self, labels: torch.Tensor) -> torch.Tensor:
         return to_uint8(self.generator()(torch.as_tensor(labels, dtype=torch.long)))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..config import UNCONDITIONAL_METRICS, RunConfig
+from ..config import RunConfig, metric_registry
 from .acgan import ACGAN
 from .base import Method
 from .cbgan import CBGAN
@@ -30,11 +30,7 @@ def config_problems(cfg: RunConfig) -> list[str]:
     if cfg.model.d_conditional and not cfg.model.g_conditional:
         problems.append("model.d_conditional: a projection discriminator needs a class-conditional generator "
                         "(set model.g_conditional: true, or both false)")
-    per_class = [g for g in cfg.eval.metrics if g not in UNCONDITIONAL_METRICS]
-    if not cfg.model.g_conditional and per_class:
-        problems.append(f"eval.metrics: {per_class} score each image by the class G was asked for, which an "
-                        f"unconditional generator (model.g_conditional: false) ignores; use "
-                        f"{list(UNCONDITIONAL_METRICS)} (class_kl: the class balance seen by the annotator)")
+    problems.extend(metric_registry().label_problems(cfg.eval.metrics, cfg.model.g_conditional))
     return problems
 
 

@@ -10,45 +10,43 @@ Generation asks ``generate(labels)`` for ``eval.samples_per_class`` samples of e
 at most ``GENERATE_BATCH`` labels; float output in [-1, 1] is quantised to uint8 exactly like real images
 (``viz.to_uint8``: round((x + 1) * 127.5), clamped to 0..255), then both go through the same feature pass.
 
-Metric groups and the scalar keys each reports are ``config.METRIC_GROUPS``; per-class vectors go to
-``EvalResult.per_class``, sample counts, the feature-space name and timings to ``EvalResult.meta``. In the annotator
+Metric groups, the scalar keys each reports and what each needs are their records in ``catalog.METRICS``; per-class
+vectors go to ``EvalResult.per_class``, sample counts, the feature-space name, the class labels used (``class_labels``:
+conditioning or annotator) and timings to ``EvalResult.meta``. For an unconditional G (``conditional=False``) each
+image's class is the annotator's argmax, and a class with fewer than ``eval.min_class_samples`` images is scored on
+the whole generated pool (``Evaluator._filled``). In the annotator
 feature space ``fid``/``intra_fid``/``kid``/... are *domain* metrics (a classifier trained on the dataset itself), not
 Inception FID: ``meta["feature_space"]`` travels with every result so they are never compared with each other.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
-from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
-
 from imbgan_core.cache import cached, tensor_digest
-from imbgan_core.config import METRIC_GROUPS, EvalConfig
+from imbgan_core.config import EvalConfig
 from imbgan_core.data.types import LongTailData
-from imbgan_core.metrics.distribution import class_accuracy, class_kl
-from imbgan_core.metrics.diversity import (DIVERSITY_MAX_SAMPLES, LPIPS_MAX_PAIRS, LPIPSDistance, alexnet_weights,
-                                            feature_diversity, lpips_diversity, mean_pairwise_distance)
+from imbgan_core.metrics.catalog import METRICS, SEED
+from imbgan_core.metrics.diversity import LPIPSDistance, alexnet_weights, mean_pairwise_distance
 from imbgan_core.metrics.features import AnnotatorFeatures, build_extractor, extract
-from imbgan_core.metrics.frechet import GaussianStats, frechet_distance_stats
-from imbgan_core.metrics.kid import kernel_inception_distance, within_set_term
-from imbgan_core.metrics.prdc import nearest_neighbour_radii, prdc
+from imbgan_core.metrics.frechet import GaussianStats
+from imbgan_core.metrics.kid import within_set_term
+from imbgan_core.metrics.prdc import nearest_neighbour_radii
+from imbgan_core.metrics.registry import ANNOTATOR, CLASS, LPIPS_WEIGHTS, PRDC_RADII, EvalSizes
 from imbgan_core.viz import to_uint8
 
 GENERATE_BATCH = 500  # labels per generate() call
 STATS_VERSION = 1  # bump when the content of the real-statistics artifact changes
-SEED = 0  # KID subsets, IS split shuffle, LPIPS pairs and diversity subsets: the same at every evaluation
-IS_SPLITS = 10  # Salimans et al. 2016 / torch-fidelity default
-ANNOTATOR_GROUPS = ("class_accuracy", "class_kl")
-PRDC_NAMES = ("precision", "recall", "density", "coverage")
+CONDITIONING_LABELS, ANNOTATOR_LABELS = "conditioning", "annotator"  # meta["class_labels"]: who grouped the images
 
 
 @dataclass
 class EvalResult:
-    """Scalars keyed as in ``config.METRIC_GROUPS``; per-class vectors; sample counts, feature space and timings."""
+    """Scalars keyed as the metric records say (``catalog.METRICS``); per-class vectors; sample counts, feature space,
+    the class labels used and timings."""
 
     scalars: dict[str, float] = field(default_factory=dict)
     per_class: dict[str, list[float]] = field(default_factory=dict)
@@ -57,30 +55,35 @@ class EvalResult:
 
 @dataclass
 class Generated:
-    """One evaluation's generated samples: uint8 images, conditioning labels, features, logits, annotator labels."""
+    """One evaluation's generated samples: uint8 images, the class of each image (the conditioning label, or the
+    annotator's for an unconditional G), features, logits, annotator labels."""
 
     images: torch.Tensor
     labels: torch.Tensor
     features: torch.Tensor
     logits: torch.Tensor
     annotator_labels: torch.Tensor | None
+    class_labels: str = CONDITIONING_LABELS
 
 
 class Evaluator:
-    """Every metric of ``cfg.metrics`` for a class-conditional generator on ``data`` (see the module docstring)."""
+    """Every metric of ``cfg.metrics`` for a generator on ``data`` (see the module docstring). ``conditional``:
+    whether G follows the label it is asked for; when it does not, per-class metrics group by the annotator."""
 
-    def __init__(self, data: LongTailData, cfg: EvalConfig, annotator=None, cache_dir=None, device="cpu"):
+    def __init__(self, data: LongTailData, cfg: EvalConfig, annotator=None, cache_dir=None, device="cpu",
+                 conditional: bool = True):
         self.data, self.cfg, self.annotator = data, cfg, annotator
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.device = device
         self.num_classes = data.num_classes
         self.real_counts = data.eval.counts()
-        validate(data, cfg, annotator)
-        if "lpips" in cfg.metrics:
+        self.conditional = conditional
+        validate(data, cfg, annotator, conditional)
+        if METRICS.need(cfg.metrics, LPIPS_WEIGHTS):
             alexnet_weights()  # fail on a missing weight file now, before anything expensive
         self.extractor = build_extractor(cfg.features, annotator, cfg.weights_path, device)
         self.labeller = None
-        if any(g in cfg.metrics for g in ANNOTATOR_GROUPS):
+        if needs_annotator(cfg, conditional):
             self.labeller = self.extractor if cfg.features == "annotator" else AnnotatorFeatures(annotator, device)
         self.real: dict | None = None
         self.real_sets: dict[str, torch.Tensor] = {}
@@ -109,11 +112,11 @@ class Evaluator:
                           filename="real_stats.pt")
             self.real = torch.load(path, map_location="cpu", weights_only=True)
             self.real_sets = self._real_feature_sets(self.real["features"].double(), self.real["labels"])
-        if self.radii is None and ("prdc" in self.cfg.metrics or "intra_prdc" in self.cfg.metrics):
+        if self.radii is None and METRICS.need(self.cfg.metrics, PRDC_RADII):
             key = {**self.stats_key(), "prdc_k": self.cfg.prdc_k}
             path = cached("real_prdc_radii", key, self._build_radii, self.cache_dir, filename="radii.pt")
             self.radii = torch.load(path, map_location="cpu", weights_only=True)
-        if self.lpips is None and "lpips" in self.cfg.metrics:
+        if self.lpips is None and METRICS.need(self.cfg.metrics, LPIPS_WEIGHTS):
             self.lpips = LPIPSDistance(self.device)
         return self
 
@@ -152,8 +155,14 @@ class Evaluator:
                    folder / "radii.pt")
 
     # ------------------------------------------------------------------------------------------ evaluation
-    def evaluate(self, generate: Callable[[torch.Tensor], torch.Tensor]) -> EvalResult:
-        """Generate, extract features once, compute every group of ``cfg.metrics``."""
+    def evaluate(self, generate: Callable[[torch.Tensor], torch.Tensor], conditional: bool | None = None
+                 ) -> EvalResult:
+        """Generate, extract features once, compute every group of ``cfg.metrics``; ``conditional`` (default: the
+        constructor's) says whether ``generate`` follows the labels it is given."""
+        conditional = self.conditional if conditional is None else conditional
+        if not conditional and self.labeller is None and needs_annotator(self.cfg, False):
+            raise ValueError("an unconditional generator's per-class metrics need the annotator's labels; build the "
+                             "Evaluator with conditional=False and the annotator")
         self.prepare()
         started = time.perf_counter()
         labels = torch.arange(self.num_classes).repeat_interleave(self.cfg.samples_per_class)
@@ -166,13 +175,17 @@ class Evaluator:
         elif self.labeller is not None:
             annotator_labels = extract(self.labeller, images)[1].argmax(1)
         extracted_at = time.perf_counter()
-        sample = Generated(images, labels, features.double(), logits, annotator_labels)
-        result = EvalResult(meta=self._base_meta(labels))
+        if conditional:
+            sample = Generated(images, labels, features.double(), logits, annotator_labels)
+        else:  # G ignored the labels: each image belongs to the class the annotator sees in it
+            sample = Generated(images, annotator_labels, features.double(), logits, annotator_labels, ANNOTATOR_LABELS)
+        result = EvalResult(meta={**self._base_meta(labels), **self._class_meta(sample)})
         for group in self.cfg.metrics:
-            scalars, per_class, meta = METRIC_FUNCTIONS[group](self, sample, generate)
-            if set(scalars) != set(METRIC_GROUPS[group]):
-                raise RuntimeError(f"metric group {group!r} produced {sorted(scalars)}, config.METRIC_GROUPS "
-                                   f"lists {sorted(METRIC_GROUPS[group])}")
+            record = METRICS[group]
+            scalars, per_class, meta = record.compute(self, sample, generate)
+            if set(scalars) != set(record.keys):
+                raise RuntimeError(f"metric group {group!r} produced {sorted(scalars)}, its record lists "
+                                   f"{sorted(record.keys)}")
             result.scalars.update(scalars)
             result.per_class.update(per_class)
             result.meta.update(meta)  # sample counts shared by all groups are in _base_meta
@@ -216,151 +229,55 @@ class Evaluator:
     def gaussian(self, name: str) -> GaussianStats:
         return GaussianStats.from_state(self.real["gaussians"][name])
 
+    def _filled(self, x: torch.Tensor, sample: Generated) -> torch.Tensor:
+        """``x``, or the whole generated pool when ``x`` has fewer than ``eval.min_class_samples`` images: a class an
+        unconditional G (nearly) dropped is scored on everything G makes instead, which lies far from that class, so
+        dropping it worsens the score; it is never skipped (docs/metrics.md#unconditional-generators)."""
+        return x if len(x) >= self.cfg.min_class_samples else sample.features
+
     def class_sets(self, sample: Generated):
         """(class name, its generated features) for every class; the name keys the real statistics."""
-        return [(str(k), sample.features[sample.labels == k]) for k in range(self.num_classes)]
+        return [(str(k), self._filled(sample.features[sample.labels == k], sample)) for k in range(self.num_classes)]
 
     def group_sets(self, sample: Generated):
         """(group, generated features of its classes) for every group; empty groups give None."""
         out = {}
         for group, members in self.data.groups.items():
-            out[group] = sample.features[torch.isin(sample.labels, torch.tensor(members))] if members else None
+            out[group] = (self._filled(sample.features[torch.isin(sample.labels, torch.tensor(members))], sample)
+                          if members else None)
         return out
 
+    def _class_meta(self, sample: Generated) -> dict:
+        """Which labels grouped the images, and which classes had too few of them (per-class metrics only)."""
+        counts = torch.bincount(sample.labels, minlength=self.num_classes).tolist() \
+            if sample.labels is not None else []
+        reads_classes = any(METRICS[g].labels == CLASS for g in self.cfg.metrics)
+        return {"class_labels": sample.class_labels if reads_classes else "none",
+                "underfilled": [k for k, c in enumerate(counts) if c < self.cfg.min_class_samples]}
 
-def validate(data: LongTailData, cfg: EvalConfig, annotator) -> None:
-    """Reject configurations that cannot be evaluated, naming the key, before any expensive work."""
-    problems = []
-    for i, group in enumerate(cfg.metrics):
-        if group not in METRIC_GROUPS:
-            problems.append(f"eval.metrics[{i}]: unknown metric {group!r} (valid: {', '.join(METRIC_GROUPS)})")
-    needs_annotator = cfg.features == "annotator" or any(g in cfg.metrics for g in ANNOTATOR_GROUPS)
-    if needs_annotator and annotator is None:
-        problems.append(f"eval.features / eval.metrics: {cfg.features!r} features or {list(ANNOTATOR_GROUPS)} need the "
-                        "balanced annotator classifier, none was given")
+
+def needs_annotator(cfg: EvalConfig, conditional: bool = True) -> bool:
+    """The annotator is the feature space (features: annotator), a metric's labeller (class_kl, ...) and, for an
+    unconditional G, the labeller of every per-class metric."""
+    return (cfg.features == "annotator" or METRICS.need(cfg.metrics, ANNOTATOR)
+            or (not conditional and any(METRICS[g].labels == CLASS for g in cfg.metrics if g in METRICS)))
+
+
+def validate(data: LongTailData, cfg: EvalConfig, annotator, conditional: bool = True) -> None:
+    """Reject configurations that cannot be evaluated, naming the key, before any expensive work: the metrics'
+    own checks (their records) against this data's set sizes, and the annotator that the config needs."""
+    problems = METRICS.config_problems(cfg.metrics, conditional)
+    if needs_annotator(cfg, conditional) and annotator is None:
+        problems.append(f"eval.features / eval.metrics: {cfg.features!r} features, metrics that read the annotator or "
+                        f"per-class metrics of an unconditional G need the balanced annotator classifier, none was "
+                        f"given")
     if annotator is not None and annotator.num_classes != data.num_classes:
         problems.append(f"annotator has {annotator.num_classes} classes, the data {data.num_classes}")
     smallest_real = min(data.eval.counts())
     if smallest_real < 2:
         problems.append(f"dataset.eval_per_class: every class needs >= 2 evaluation images, the smallest has "
                         f"{smallest_real}")
-    sizes = []
-    if "prdc" in cfg.metrics:
-        sizes += [cfg.samples_per_class * data.num_classes, len(data.eval)]
-    if "intra_prdc" in cfg.metrics:
-        sizes += [cfg.samples_per_class, smallest_real]
-    if sizes:
-        smallest = min(sizes)
-        if cfg.prdc_k >= smallest:
-            problems.append(f"eval.prdc_k: k = {cfg.prdc_k} needs more than k samples per set (PRDC), the smallest "
-                            f"set has {smallest}")
-    if "is" in cfg.metrics and cfg.samples_per_class * data.num_classes < IS_SPLITS:
-        problems.append(f"eval.samples_per_class: the Inception Score needs >= {IS_SPLITS} samples in all")
+    if not problems:
+        problems = METRICS.evaluation_problems(cfg, EvalSizes(data.num_classes, smallest_real, len(data.eval)))
     if problems:
         raise ValueError("cannot evaluate:\n  " + "\n  ".join(problems))
-
-
-# ------------------------------------------------------------------------------------------------ metric groups
-# Each takes (evaluator, generated sample, generate) and returns (scalars, per-class vectors, meta).
-def _fid(ev: Evaluator, s: Generated, generate):
-    """FID over all generated vs all real evaluation images (Heusel et al. 2017)."""
-    value = frechet_distance_stats(GaussianStats.from_features(s.features), ev.gaussian("all"))
-    return {"fid": value}, {}, {}
-
-
-def _intra_fid(ev: Evaluator, s: Generated, generate):
-    """Per-class FID (intra-FID, Miyato & Koyama 2018): mean and population std over classes; per-group FIDs of the
-    pooled samples of the group's classes (FID-few / FID-many as in UTLO, Khorram et al. 2023)."""
-    per_class = [frechet_distance_stats(GaussianStats.from_features(x), ev.gaussian(name))
-                 for name, x in ev.class_sets(s)]
-    values = torch.tensor(per_class, dtype=torch.float64)
-    scalars = {"intra_fid": float(values.mean()), "intra_fid_std": float(values.std(unbiased=False))}
-    for group, x in ev.group_sets(s).items():
-        scalars[f"fid_{group}"] = (frechet_distance_stats(GaussianStats.from_features(x), ev.gaussian(group))
-                                   if x is not None else math.nan)
-    return scalars, {"fid": per_class}, {}
-
-
-def _kid_of(ev: Evaluator, x: torch.Tensor, name: str):
-    return kernel_inception_distance(x, ev.real_sets[name], ev.cfg.kid_subsets, ev.cfg.kid_subset_size, SEED,
-                                     y_term=float(ev.real["kid_terms"][name]))
-
-
-def _kid(ev: Evaluator, s: Generated, generate):
-    """KID over all samples and over the pooled few-shot group (Bińkowski et al. 2018; KID-few as in UTLO)."""
-    overall = _kid_of(ev, s.features, "all")
-    few = ev.group_sets(s).get("few")
-    kid_few = _kid_of(ev, few, "few").value if few is not None else math.nan
-    estimate = "full sample" if overall.subset_size is None else f"{overall.subsets} subsets x {overall.subset_size}"
-    return {"kid": overall.value, "kid_few": kid_few}, {}, {"kid_std": overall.std, "kid_estimate": estimate}
-
-
-def _intra_kid(ev: Evaluator, s: Generated, generate):
-    """Mean per-class KID (Softlabel-GAN Table 7); a class below the subset size gets one full-sample estimate."""
-    per_class = [_kid_of(ev, x, name).value for name, x in ev.class_sets(s)]
-    return {"intra_kid": sum(per_class) / len(per_class)}, {"kid": per_class}, {}
-
-
-def _inception_score(ev: Evaluator, s: Generated, generate):
-    """IS from the extractor's classifier head (annotator logits, or InceptionV3's unbiased logits), 10 splits."""
-    out = isc_features_to_metric(s.logits, splits=IS_SPLITS, shuffle=True, rng_seed=SEED)
-    return {"is": out[KEY_METRIC_ISC_MEAN]}, {}, {"is_std": out[KEY_METRIC_ISC_STD], "is_splits": IS_SPLITS}
-
-
-def _prdc(ev: Evaluator, s: Generated, generate):
-    """Precision / recall / density / coverage of all samples (Naeem et al. 2020), k = eval.prdc_k."""
-    out = prdc(ev.real_sets["all"], s.features, ev.cfg.prdc_k, ev.radii["all"])
-    return out, {}, {"prdc_k": ev.cfg.prdc_k}
-
-
-def _intra_prdc(ev: Evaluator, s: Generated, generate):
-    """Per-class PRDC averaged over classes (Softlabel-GAN Sec. 5.2, intra-Precision etc.)."""
-    rows = [prdc(ev.real_sets[name], x, ev.cfg.prdc_k, ev.radii[name]) for name, x in ev.class_sets(s)]
-    per_class = {name: [row[name] for row in rows] for name in PRDC_NAMES}
-    scalars = {f"intra_{name}": sum(v) / len(v) for name, v in per_class.items()}
-    return scalars, per_class, {"prdc_k": ev.cfg.prdc_k}
-
-
-def _lpips(ev: Evaluator, s: Generated, generate):
-    """LPIPS and intra-LPIPS over random disjoint pairs (Softlabel-GAN Sec. 5.2); see metrics.diversity."""
-    overall, per_class = lpips_diversity(ev.lpips, s.images, s.labels, ev.num_classes, SEED)
-    pairs = {"lpips": min(len(s.labels) // 2, LPIPS_MAX_PAIRS), "intra_lpips": ev.cfg.samples_per_class // 2}
-    return {"lpips": overall, "intra_lpips": sum(per_class) / len(per_class)}, {"lpips": per_class}, {
-        "lpips_pairs": pairs}
-
-
-def _diversity(ev: Evaluator, s: Generated, generate):
-    """Offline diversity: mean pairwise feature distance relative to the real data's (see metrics.diversity)."""
-    real = ev.real["diversity"]
-    overall, per_class = feature_diversity(s.features, s.labels, ev.num_classes, float(real["all"]),
-                                           [float(real[str(k)]) for k in range(ev.num_classes)], SEED)
-    return {"diversity": overall, "intra_diversity": sum(per_class) / len(per_class)}, {"diversity": per_class}, {
-        "diversity_max_samples": DIVERSITY_MAX_SAMPLES}
-
-
-def _class_accuracy(ev: Evaluator, s: Generated, generate):
-    """Share of samples the annotator assigns to their conditioning class (CBGAN Sec. 5), overall and per class."""
-    overall, per_class = class_accuracy(s.annotator_labels, s.labels, ev.num_classes)
-    return {"class_accuracy": overall}, {"class_accuracy": per_class}, {}
-
-
-def _class_kl(ev: Evaluator, s: Generated, generate):
-    """KL(annotator label histogram ‖ uniform) over a balanced set of conditioning labels (CBGAN Sec. 5)."""
-    return {"class_kl": class_kl(s.annotator_labels, ev.num_classes)}, {}, {}
-
-
-def _cas(ev: Evaluator, s: Generated, generate):
-    """Classification Accuracy Score: on-the-fly generated training data, real evaluation split (metrics.cas)."""
-    from imbgan_core.metrics.cas import classification_accuracy_score
-
-    out = classification_accuracy_score(generate, ev.data, ev.cfg.cas, filter_classifier=ev.annotator,
-                                        device=ev.device, seed=SEED, cache_dir=ev.cache_dir)
-    return {"cas": out["cas"], "cas_real": out["cas_real"]}, {}, {
-        "cas_generated": ev.cfg.cas.steps * ev.cfg.cas.batch_size}
-
-
-METRIC_FUNCTIONS: dict[str, Callable] = {
-    "fid": _fid, "intra_fid": _intra_fid, "kid": _kid, "intra_kid": _intra_kid, "is": _inception_score,
-    "prdc": _prdc, "intra_prdc": _intra_prdc, "lpips": _lpips, "diversity": _diversity,
-    "class_accuracy": _class_accuracy, "class_kl": _class_kl, "cas": _cas,
-}

@@ -13,7 +13,7 @@ import time
 import torch
 
 from imbgan_core.assets import prepare_assets
-from imbgan_core.config import METHOD_PARAMS, RunConfig, apply_overrides, parse_set
+from imbgan_core.config import RunConfig, apply_overrides, method_params, parse_set
 from imbgan_core.training import Run
 
 DEMO = {  # the demo budget; --set overrides any key
@@ -27,7 +27,7 @@ METHOD_EXTRAS = {"contentstyle": {"content_dim": 64, "style_dim": 64}}
 
 def main() -> None:
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
-    p.add_argument("--methods", default=",".join(METHOD_PARAMS))
+    p.add_argument("--methods", default=",".join(method_params()))
     p.add_argument("--steps", type=int)
     p.add_argument("--width", type=float)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

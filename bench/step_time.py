@@ -17,7 +17,7 @@ import torch
 
 from imbgan_core.assets import Assets
 from imbgan_core.classifier import get_classifier, soft_labels
-from imbgan_core.config import METHOD_PARAMS, RunConfig
+from imbgan_core.config import RunConfig, method_params
 from imbgan_core.data import load_dataset
 from imbgan_core.methods import METHODS
 from imbgan_core.training import Run
@@ -55,7 +55,7 @@ def main() -> None:
     data = load_dataset(base.dataset)
     classifier = get_classifier(data, base.classifier, "classifier", log=lambda m: None)
     runs = {}
-    for name in METHOD_PARAMS:
+    for name in method_params():
         assets = Assets(data=data, classifier=classifier if METHODS[name].needs_classifier else None,
                         soft_labels=soft_labels(classifier, data.train) if METHODS[name].needs_soft_labels else None)
         runs[name] = Run(config(name, args), assets)

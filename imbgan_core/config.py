@@ -2,8 +2,10 @@
 
 A run config is a tree of dataclasses. ``RunConfig.from_dict`` rejects unknown keys and bad values with the
 dotted key in the message (all problems at once, as ``ConfigError.problems``); ``to_dict`` round-trips.
-Method hyperparameters are declared in ``METHOD_PARAMS`` with their valid ranges and the paper section they
-come from, so search spaces can be validated against them before any work starts.
+Method hyperparameters are ``Param`` declarations (``param_specs``) owned by each method class
+(``imbgan_core.methods``, read through ``method_params()``) with their valid ranges and the paper section they come
+from, so search spaces can be validated against them before any work starts; metric names, keys and checks are the
+metric registry's (``metric_registry()``).
 """
 from __future__ import annotations
 
@@ -53,7 +55,10 @@ def clip_problems(problems) -> list[str]:
 # --------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Param:
-    """One method hyperparameter: default, valid range or choices, and where it comes from."""
+    """One declared field: default, type, valid range or choices, and where it comes from (``ref``: the paper's
+    section, a docs/reference.md anchor or a help text). The one way a field is declared and checked: run-config
+    fields (``_f``), each method's ``param_specs`` and the space file's ``search`` / ``resources`` sections
+    (``read_fields``)."""
 
     default: Any
     kind: type = float
@@ -63,20 +68,34 @@ class Param:
     high_open: bool = False
     choices: tuple | None = None
     ref: str = ""
+    nullable: bool = False  # None is a valid value (it means "unset": the code derives one)
+    special: tuple = ()  # string values accepted besides the kind (gpus_per_trial: "auto")
 
     def check(self, value: Any) -> str | None:
         """Return a problem description, or None when ``value`` is valid."""
-        if self.choices is not None:
-            return None if value in self.choices else f"{value!r} is not one of {list(self.choices)}"
+        if (value is None and self.nullable) or (isinstance(value, str) and value in self.special):
+            return None
+        if self.choices is not None or self.kind is object:  # object: any type (run-config fields, unions)
+            return self.bounds_problem(value)
         if self.kind is bool:
             return None if isinstance(value, bool) else f"{value!r} is not a boolean"
+        if self.kind is str:
+            return None if isinstance(value, str) else f"{value!r} is not a string"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"{value!r} is not a number"
         if self.kind is int and not float(value).is_integer():
             return f"{value!r} is not an integer"
         if not math.isfinite(float(value)):
             return f"{value!r} is not finite"
-        return self.range_problem(float(value), float(value))
+        return self.range_problem(value, value)
+
+    def bounds_problem(self, value: Any) -> str | None:
+        """Choices and range only, for a value whose type is already checked (run-config fields)."""
+        if self.choices is not None:
+            return None if value in self.choices else f"{value!r} is not one of {list(self.choices)}"
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return self.range_problem(value, value)
+        return None
 
     def range_problem(self, lo: float, hi: float) -> str | None:
         """Problem if the interval [lo, hi] leaves the valid range (used for search distributions too)."""
@@ -101,39 +120,12 @@ class Param:
         return value
 
 
-METHOD_PARAMS: dict[str, dict[str, Param]] = {
-    # DiffAug-GAN baseline: projection D with hard labels (Softlabel-GAN Table 4, "cGAN").
-    "cgan": {},
-    # Smooth-GAN: real label (1-alpha)*onehot + alpha/K (docs/reference.md#smooth-gan; alpha 0.1).
-    "smooth": {"alpha": Param(0.1, float, 0.0, 1.0, ref="docs/reference.md#smooth-gan, alpha = 0.1")},
-    # Softlabel-GAN: classifier softmax as real labels (Katsumata et al. Eq. 3, Sec. 4.2-4.3); no own knobs.
-    "softlabel": {},
-    # Mixup: one lambda ~ Beta(a, a) per batch on real images and labels (docs/reference.md#mixup, a = 0.2).
-    "mixup": {"a": Param(0.2, float, 0.0, None, low_open=True, ref="docs/reference.md#mixup, Beta(0.2, 0.2)")},
-    # Oversampling: per-class sampling weight proportional to count^(-power); power 1 = class balanced.
-    "oversample": {"power": Param(1.0, float, 0.0, 1.0, ref="docs/reference.md#oversample, count^-power")},
-    # CBGAN (Rangwani et al. Eq. 5-7, App. 6.4.1): lambda/K * sum_k w_k pbar_k log pbar_k; N_k decays per cycle.
-    "cbgan": {
-        "lambda": Param(7.5, float, 0.0, None, ref="CBGAN Table 5 / App. 6.4.1; CIFAR-10 rho=10 -> 7.5"),
-        "alpha": Param(0.5, float, 0.0, 1.0, low_open=True, ref="CBGAN Eq. 6, forgetting factor; default 0.5"),
-        "beta": Param("one", str, choices=("one", "alpha"), ref="CBGAN Eq. 6: beta = 1 or beta = alpha"),
-        "cycle": Param(2000, int, 1, None, ref="CBGAN Sec. 4 / Fig. 6, update_every = 2000"),
-        "init_count": Param(50.0, float, 1.0, None, ref="docs/reference.md#cbgan-counts: N_k starts at 50"),
-        "fake_labels": Param("uniform", str, choices=("uniform", "inverse_count"),
-                             ref="docs/reference.md#cbgan-fake-labels: uniform or ∝ 1/N_k"),
-    },
-    # Content-style transfer (Timilsina et al.): Jacobian smoothness of the style map by finite difference.
-    "contentstyle": {
-        "lambda_j": Param(0.1, float, 0.0, None, ref="docs/reference.md#cs-jacobian, penalty weight 0.1"),
-        "epsilon": Param(0.5, float, 0.0, 1.0, low_open=True, ref="project page: eps in [0, 1]; official std 0.5"),
-        "content_dim": Param(64, int, 1, None, ref="split of the latent: content part z_C"),
-        "style_dim": Param(64, int, 1, None, ref="split of the latent: style part z_S"),
-    },
-    # ACGAN (Odena et al. 2017, Eq. 2-3): D maximises L_S + w L_C, G maximises w L_C - L_S; w = aux_weight.
-    "acgan": {
-        "aux_weight": Param(1.0, float, 0.0, None, ref="Odena et al. 2017 Eq. 2-3: L_S + L_C, weight 1"),
-    },
-}
+def method_params() -> dict[str, dict[str, Param]]:
+    """Every method's declared parameters by method name: each method class owns its ``param_specs``
+    (``imbgan_core.methods``), registered with it; imported on use because the methods import this module."""
+    from .methods import METHODS
+    return {name: cls.param_specs for name, cls in METHODS.items()}
+
 
 def metric_registry():
     """The metric registry (``imbgan_core.metrics.catalog.METRICS``): every metric name, its scalar keys and their
@@ -147,7 +139,7 @@ REWEIGHTING_METHODS = ("none", "A_mu", "A_sigma", "B", "C")
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The config tree. Field metadata: "choices" (allowed values), "min"/"max" (inclusive bounds), "help".
+# The config tree: every field is declared with ``_f`` (a ``Param`` in the field's metadata).
 # --------------------------------------------------------------------------------------------------------------
 # Every seed (run, classifier, imbalance, searcher) lies in [0, 2**32 - 1]: numpy's and Optuna's samplers refuse
 # anything else, and they are first called long after the config was read (inside a Ray trial, or when the Optuna
@@ -157,10 +149,35 @@ SEED_MAX = 2 ** 32 - 1
 
 
 def _f(default=dataclasses.MISSING, *, factory=None, choices=None, min=None, max=None, gt=None, help=""):
-    meta = {"choices": choices, "min": min, "max": max, "gt": gt, "help": help}
+    """A run-config field declared as a ``Param`` (type from the annotation): ``min`` / ``max`` inclusive, ``gt``
+    exclusive lower bound."""
+    low = gt if gt is not None else min
+    param = Param(None if factory else default, object, low, max, low_open=gt is not None,
+                  choices=tuple(choices) if choices else None, ref=help)
     if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
+        return field(default_factory=factory, metadata={"param": param})
+    return field(default=default, metadata={"param": param})
+
+
+def read_fields(raw: Any, fields: dict[str, Param], where: str, problems: list[str]) -> dict[str, Any]:
+    """The values of a mapping of declared fields (defaults filled in); unknown keys and bad values become problems
+    naming ``where.key``. A value that is not a mapping is one problem, and every field takes its default."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: expected a mapping of options, got {raw!r}")
+        raw = {}
+    values = {}
+    for key, value in raw.items():
+        if key not in fields:
+            problems.append(f"{where}.{key}: unknown key (valid: {', '.join(fields)})")
+            continue
+        problem = fields[key].check(value)
+        if problem:
+            problems.append(f"{where}.{key}: {problem}")
+            continue
+        values[key] = fields[key].coerce(value)
+    return {key: values.get(key, param.default) for key, param in fields.items()}
 
 
 @dataclass
@@ -208,7 +225,8 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    """``name`` plus that method's hyperparameters (``METHOD_PARAMS``), flat in YAML: {name: cbgan, lambda: 7.5}."""
+    """``name`` plus that method's hyperparameters (the method class's ``params``), flat in YAML:
+    {name: cbgan, lambda: 7.5}."""
 
     name: str = "cgan"
     params: dict = field(default_factory=dict)
@@ -529,7 +547,7 @@ def valid_keys() -> set[str]:
     keys = set(flatten(RunConfig().to_dict()))
     keys.discard("method.name")
     keys.add("method.name")
-    for params in METHOD_PARAMS.values():
+    for params in method_params().values():
         keys.update(f"method.{p}" for p in params)
     return keys
 
@@ -538,7 +556,7 @@ def field_spec(dotted: str, method: str | None = None):
     """(type, metadata) for a dotted config key, or a ``Param`` for ``method.<param>``; None when unknown."""
     parts = dotted.split(".")
     if parts[0] == "method" and len(parts) == 2 and parts[1] != "name":
-        return METHOD_PARAMS.get(method or "", {}).get(parts[1])
+        return method_params().get(method or "", {}).get(parts[1])
     cls: Any = RunConfig
     for i, part in enumerate(parts):
         if not dataclasses.is_dataclass(cls):
@@ -574,10 +592,11 @@ def _build(cls, data: Any, prefix: str, problems: list[str]):
 
 def _build_method(data: dict, prefix: str, problems: list[str]) -> MethodConfig:
     name = data.get("name", "cgan")
-    if not isinstance(name, str) or name not in METHOD_PARAMS:
-        problems.append(f"{prefix}name: unknown method {name!r} (valid: {', '.join(METHOD_PARAMS)})")
+    declared = method_params()
+    if not isinstance(name, str) or name not in declared:
+        problems.append(f"{prefix}name: unknown method {name!r} (valid: {', '.join(declared)})")
         return MethodConfig(name=str(name))
-    spec = METHOD_PARAMS[name]
+    spec = declared[name]
     params = {}
     for key, value in data.items():
         if key == "name":
@@ -633,15 +652,9 @@ def _convert(tp, value, dotted: str, meta, problems: list[str]):
     elif tp is str and not isinstance(value, str):
         problems.append(f"{dotted}: expected a string, got {value!r}")
         return value
-    if meta:
-        if meta.get("choices") is not None and value not in meta["choices"]:
-            problems.append(f"{dotted}: {value!r} is not one of {list(meta['choices'])}")
-        if meta.get("min") is not None and value < meta["min"]:
-            problems.append(f"{dotted}: {value!r} is below the minimum {meta['min']}")
-        if meta.get("max") is not None and value > meta["max"]:
-            problems.append(f"{dotted}: {value!r} is above the maximum {meta['max']}")
-        if meta.get("gt") is not None and value <= meta["gt"]:
-            problems.append(f"{dotted}: {value!r} must be greater than {meta['gt']}")
+    problem = meta["param"].bounds_problem(value) if meta and "param" in meta else None
+    if problem:
+        problems.append(f"{dotted}: {problem}")
     return value
 
 

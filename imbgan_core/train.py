@@ -2,7 +2,9 @@
 
 Trains one run without Ray. Every ``train.eval_every`` steps it evaluates, prints a progress line and writes
 ``checkpoint.pt`` and ``metrics.json`` (latest scalars, per-class vectors, history) into DIR; at the end it writes
-``samples.png`` (one row per class). A bad config prints every problem with its dotted key and exits with 2
+``samples.png`` (one row per class). Between evaluations a line ``training: step N/T | R steps/s | ... | ETA ...``
+comes at most every ``--progress-every`` seconds (30; a long ``eval_every`` used to be silent for minutes). A bad
+config prints every problem with its dotted key and exits with 2
 before any data is loaded or any file is written. ``--resume`` continues from DIR's checkpoint (the config
 defaults to the checkpoint's own; only ``train.steps`` may differ).
 """
@@ -12,6 +14,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -25,6 +28,7 @@ from .training import (CHECKPOINT_FILE, CheckpointError, DivergedError, Run, con
 
 METRICS_FILE, SAMPLES_FILE = "metrics.json", "samples.png"
 PROGRESS_METRICS = ("intra_fid", "class_accuracy")
+PROGRESS_EVERY_S = 30.0  # the longest silence between two console lines while training
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,6 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, help="shorthand for --set train.steps=N")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--progress-every", type=float, default=PROGRESS_EVERY_S, metavar="S",
+                   help=f"a progress line at most every S seconds between evaluations (default {PROGRESS_EVERY_S:g})")
     return p.parse_args(argv)
 
 
@@ -93,7 +99,49 @@ def progress_line(step: int, total: int, losses: dict, scalars: dict) -> str:
     return " | ".join(parts)
 
 
-def train(cfg: RunConfig, assets, out: Path, resume: bool) -> dict:
+def format_duration(seconds: float | None) -> str:
+    """``1h02m``, ``3m07s``, ``42s``; ``?`` when unknown."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class ProgressTicker:
+    """Steps/s and ETA while training, printed at most every ``every_s`` seconds: only reads the clock, so the
+    training itself (every step, RNG draw and result) is the same with or without it."""
+
+    def __init__(self, total: int, done: int, every_s: float = PROGRESS_EVERY_S):
+        self.total, self.first_step, self.every_s = total, done, every_s
+        self.start = self.last = time.monotonic()
+
+    def tick(self, step: int, next_eval: int) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        rate = (step - self.first_step) / max(now - self.start, 1e-9)  # evaluations included: an honest ETA
+        eta = (self.total - step) / rate if rate > 0 else None
+        print(f"training: step {step}/{self.total} | {rate:.2f} steps/s | next evaluation at step {next_eval} | "
+              f"ETA {format_duration(eta)}", flush=True)
+
+    def printed(self) -> None:
+        """An evaluation line just went out: the next tick waits ``every_s`` again."""
+        self.last = time.monotonic()
+
+
+def train_steps(run: Run, n: int, ticker: ProgressTicker) -> dict:
+    """``run.train(n)``, one step at a time so that the ticker can speak between steps; the last step's losses."""
+    losses, next_eval = {}, run.steps_done + n
+    for _ in range(n):
+        losses = run.train(1)
+        ticker.tick(run.steps_done, next_eval)
+    return losses
+
+
+def train(cfg: RunConfig, assets, out: Path, resume: bool, progress_every_s: float = PROGRESS_EVERY_S) -> dict:
     """Train to ``cfg.train.steps`` with evaluation, checkpoint and metrics every ``eval_every`` steps.
 
     ``out`` is created only here, after the assets exist, so a run that cannot start leaves nothing behind.
@@ -107,11 +155,13 @@ def train(cfg: RunConfig, assets, out: Path, resume: bool) -> dict:
             history = json.loads((out / METRICS_FILE).read_text(encoding="utf-8")).get("history", [])
     t = cfg.train
     payload = {}
+    ticker = ProgressTicker(t.steps, run.steps_done, progress_every_s)
     while run.steps_done < t.steps or not payload:
         n = min(t.eval_every - run.steps_done % t.eval_every, t.steps - run.steps_done)
-        losses = run.train(max(n, 0))
+        losses = train_steps(run, max(n, 0), ticker)
         result = run.evaluate()
         print(progress_line(run.steps_done, t.steps, losses, result.scalars), flush=True)
+        ticker.printed()
         history.append(jsonable({"step": run.steps_done, "losses": losses, "scalars": result.scalars}))
         run.save(out)
         payload = jsonable({"name": cfg.name, "step": run.steps_done, "losses": losses, "scalars": result.scalars,
@@ -136,7 +186,7 @@ def main(argv=None) -> int:
         print(f"error: preparing data, classifiers and metrics: {exc}", file=sys.stderr)
         return 2
     try:
-        train(cfg, assets, Path(args.out), args.resume)
+        train(cfg, assets, Path(args.out), args.resume, args.progress_every)
     except (DivergedError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -2,7 +2,7 @@
 import pytest
 
 from imbgan_core.config import (
-    METHOD_PARAMS, ConfigError, RunConfig, apply_overrides, field_spec, flatten, load_yaml, parse_set, valid_keys,
+    ConfigError, RunConfig, apply_overrides, field_spec, flatten, load_yaml, method_params, parse_set, valid_keys,
 )
 
 
@@ -13,10 +13,10 @@ def test_defaults_round_trip():
     assert data["dataset"]["source"] == "digits"
 
 
-@pytest.mark.parametrize("name", sorted(METHOD_PARAMS))
+@pytest.mark.parametrize("name", sorted(method_params()))
 def test_every_method_gets_its_declared_defaults(name):
     cfg = RunConfig.from_dict({"method": {"name": name}, "model": {"z_dim": 128}})
-    assert cfg.method.params == {k: p.default for k, p in METHOD_PARAMS[name].items()}
+    assert cfg.method.params == {k: p.default for k, p in method_params()[name].items()}
     assert RunConfig.from_dict(cfg.to_dict()).method.params == cfg.method.params
 
 
@@ -76,7 +76,7 @@ def test_key_introspection():
     assert field_spec("method.lambda", "cbgan").range_problem(-1, 5)
     assert field_spec("method.lambda", "cbgan").range_problem(0.1, 20) is None
     tp, meta = field_spec("train.steps")
-    assert tp is int and meta["min"] == 1
+    assert tp is int and meta["param"].low == 1 and meta["param"].check(0)
     assert field_spec("train.nope") is None
     assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": {}}) == {"a.b": 1, "a.c": [1, 2], "d": {}}
 

@@ -61,7 +61,24 @@ def reporting_trainable(config, fail_marker: str | None = None):
                         checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def sweep(tmp_path: Path, uri: str, lambdas: list[float], name: str = "mlsweep", trainable=reporting_trainable):
+def ending_trainable(config):
+    """Ends as its ``method.lambda`` says: 1 completes, 2 diverges at step 10, 3 runs until a stopper stops it at step
+    20 (standing in for ASHA: Ray marks the result it stops on ``done`` either way)."""
+    for step in range(10, MAX_STEPS + 1, 10):
+        diverged = config["method.lambda"] == 2.0
+        state = reporting.DIVERGED if diverged else reporting.COMPLETED if step == MAX_STEPS else reporting.RUNNING
+        tune.report({"intra_fid": 100.0 / step * config["method.lambda"], reporting.STEP: step,
+                     reporting.STATE: state})
+        if diverged:
+            return
+
+
+def stop_lambda_3(trial_id: str, result: dict) -> bool:
+    return result["config"]["method.lambda"] == 3.0 and result[reporting.STEP] >= 20
+
+
+def sweep(tmp_path: Path, uri: str, lambdas: list[float], name: str = "mlsweep", trainable=reporting_trainable,
+          stop=None):
     experiment_id = prepare_store(uri, "mltest", tmp_path / "mlartifacts")
     callback = MlflowSweepCallback(uri, experiment_id, name, tmp_path / "runs.json",
                                    sweep_tags={"searcher": "grid", "space": "test"})
@@ -70,7 +87,8 @@ def sweep(tmp_path: Path, uri: str, lambdas: list[float], name: str = "mlsweep",
     tuner = tune.Tuner(trainable, param_space=param_space,
                        tune_config=tune.TuneConfig(reuse_actors=True),
                        run_config=tune.RunConfig(name=name, storage_path=str(tmp_path / "ray"), callbacks=[callback],
-                                                 verbose=0, failure_config=tune.FailureConfig(max_failures=0)))
+                                                 verbose=0, failure_config=tune.FailureConfig(max_failures=0),
+                                                 stop=stop))
     return tuner, callback
 
 
@@ -154,8 +172,36 @@ def test_resumed_sweep_reuses_runs_and_leaves_none_running(tmp_path):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert [r.info.run_id for r in nested] == [first_id]  # the same run continued, no duplicate
     assert nested[0].info.status == "FINISHED" and nested[0].data.tags["final_state"] == "completed"
+    assert nested[0].info.run_name == f"{nested[0].data.tags['trial_id']} completed · resumable"  # not "error"
     steps = sorted(m.step for m in MlflowClient(uri).get_metric_history(first_id, "intra_fid"))
     assert steps == [10, 20, 30]
+
+
+def test_trial_run_names_lead_with_the_id_and_carry_the_final_state(tmp_path):
+    """Issue #16: stopped and diverged trials looked like completed ones in MLflow's run list and compare plots,
+    and ``sweep/trial`` names were cut to the sweep's name in the nested table."""
+    uri = default_tracking_uri(tmp_path)
+    tuner, callback = sweep(tmp_path, uri, [1.0, 2.0, 3.0], name="named", trainable=ending_trainable,
+                            stop=stop_lambda_3)
+    grid = tuner.fit()
+    expected = {1.0: "completed", 2.0: "diverged", 3.0: "stopped_by_asha"}
+
+    def names() -> dict[float, str]:
+        _, nested = children(uri)
+        assert len(nested) == 3 and {r.info.status for r in nested} == {"FINISHED"}
+        for run in nested:
+            assert run.data.tags["final_state"] == expected[float(run.data.params["method.lambda"])]
+        return {float(r.data.params["method.lambda"]): (r.data.tags["trial_id"], r.info.run_name) for r in nested}
+
+    for lam, (trial_id, name) in names().items():
+        assert name == f"{trial_id} {expected[lam]} · named"
+    client = MlflowClient(uri)
+    for run in children(uri)[1]:  # a rename lost (or a run named by an older version): sync corrects it
+        client.update_run(run.info.run_id, name=f"named/{run.data.tags['trial_id']}")
+    assert callback.sync(grid, "intra_fid") == 3
+    assert all(name == f"{tid} {expected[lam]} · named" for lam, (tid, name) in names().items())
+    assert callback.sync(grid, "intra_fid") == 0  # idempotent
+    callback.close()
 
 
 def test_close_sweep_runs_terminates_what_a_crash_left_open(tmp_path):
@@ -173,6 +219,7 @@ def test_close_sweep_runs_terminates_what_a_crash_left_open(tmp_path):
     parents, nested = children(uri)
     assert parents[0].info.status == "FAILED"
     assert nested[0].info.status == "KILLED" and nested[0].data.tags["final_state"] == "interrupted"
+    assert nested[0].info.run_name == "t0001 interrupted · crashed"
     assert nested[0].data.params["method.lambda"] == "3.0"
 
 

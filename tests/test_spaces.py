@@ -57,7 +57,7 @@ def test_every_bad_case_is_reported_at_once_with_exit_2_and_nothing_written(tmp_
     err = capsys.readouterr().err
     for needle in ("space.method.lambda", "-1.0 is below the valid range",
                    "space.method.epsilon", "not a parameter of method 'cbgan'",
-                   "space.ensemble.size", "below the minimum 1",
+                   "space.ensemble.size", "0 is below the valid range [1, 10]",
                    "space.ensemble.reweighting", "'Z' is not one of",
                    "space.train.nonsense: not a key of the run config",
                    "space.train.lr_g", "search.metric: 'lpips' is not produced", "bogus: unknown top-level key"):
@@ -181,21 +181,22 @@ def _proposals(sampler, space, n: int) -> list[dict]:
 
 def test_tpe_start_up_length_comes_from_the_space(tmp_path):
     from trainables.searcher import make_sampler
+    from trainables.spaces import OPTUNA_FIELDS
     searched = {"method.lambda": {"loguniform": [0.5, 20.0]}, "method.alpha": {"uniform": [0.1, 0.9]}}
     search = {**SEARCH, "searcher": {"optuna": {"sampler": "tpe", "seed": 3, "n_startup_trials": 2}}}
     space = load_space(str(write(tmp_path, searched, search=search)))
     assert space.search.n_startup_trials == 2 and "first 2 trials at random" in space.describe()
     random = _proposals(optuna.samplers.RandomSampler(seed=3), space, 4)
     short = _proposals(make_sampler("tpe", 3, space.search.n_startup_trials), space, 4)
-    default = _proposals(make_sampler("tpe", 3), space, 4)
+    default = _proposals(make_sampler("tpe", 3, OPTUNA_FIELDS["n_startup_trials"].default), space, 4)
     assert short[:2] == random[:2] and short[2:] != random[2:]  # TPE takes over after 2 finished trials
     assert default == random  # Optuna's default start-up of 10 is still random at trial 4
     assert "whole sweep is random search" in load_space(str(write(tmp_path, searched))).describe()
 
 
 @pytest.mark.parametrize("optuna_opts, needle", [
-    ({"n_startup_trials": 0}, "n_startup_trials: expected an integer >= 1, got 0"),
-    ({"n_startup_trials": 2.5}, "n_startup_trials: expected an integer >= 1, got 2.5"),
+    ({"n_startup_trials": 0}, "n_startup_trials: 0 is below the valid range [1, inf)"),
+    ({"n_startup_trials": 2.5}, "n_startup_trials: 2.5 is not an integer"),
     ({"sampler": "random", "n_startup_trials": 3}, "only the tpe sampler has a start-up phase"),
     ({"startup": 3}, "search.searcher.optuna.startup: unknown key (valid: sampler, seed, n_startup_trials)"),
 ])

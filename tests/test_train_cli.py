@@ -85,3 +85,21 @@ def test_train_writes_metrics_grid_checkpoint_and_resumes(config_file, tmp_path,
     assert metrics["step"] == 30 and [h["step"] for h in metrics["history"]] == [10, 20, 30]
     assert main(["--out", str(out), "--resume", "--set", "train.lr_d=0.1"]) == 2  # differs beyond train.steps
     assert "train.lr_d" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_progress_lines_between_evaluations_leave_the_run_unchanged(config_file, tmp_path, capsys, annotator):
+    """Issue #16: a long ``eval_every`` printed nothing for minutes. A line per step here (``--progress-every 0``),
+    and the same metrics and weights as the run that printed none."""
+    quiet, chatty = tmp_path / "quiet", tmp_path / "chatty"
+    assert main(["--config", str(config_file), "--out", str(quiet), "--steps", "10"]) == 0
+    assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("training: ")]
+    assert main(["--config", str(config_file), "--out", str(chatty), "--steps", "10", "--progress-every", "0"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("training: ")]
+    assert len(lines) == 10 and lines[2].startswith("training: step 3/10 | ") and "steps/s" in lines[2]
+    assert "next evaluation at step 10" in lines[2] and "| ETA " in lines[2]
+    assert lines[-1].endswith("ETA 0s")
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (quiet, chatty))
+    assert a["scalars"] == b["scalars"] and a["losses"] == b["losses"]
+    wa, wb = (torch.load(d / "checkpoint.pt", weights_only=True)["G"] for d in (quiet, chatty))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -6,6 +6,7 @@ has earlier results to compare with) runs once per module; the tests below read 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -52,6 +53,23 @@ def test_one_progress_line_per_report(sweep):
     expected = sum(t["steps"] // 20 for t in summary["trials"])
     assert len(lines) == expected, "\n".join(lines)
     assert "Traceback" not in sweep["out"]
+
+
+def test_live_table_shows_progress_true_cutoffs_and_the_sweep_folder(sweep):
+    """Issue #16: Ray's table named its session folder and showed ASHA's cutoffs negated (``Iter 20.000: -41.3``)."""
+    out = sweep["out"]
+    assert "Result logdir" not in out and f"Results: {sweep['dir']}" in out
+    assert f"trials: {NUM_TRIALS}/{NUM_TRIALS} done (" in out and "steps/s | ETA" in out
+    rungs = [line for line in out.splitlines() if line.strip().startswith("step 20: ")]
+    assert rungs and not any(re.search(r": -\d", line) for line in rungs), rungs
+    assert "UserWarning" not in out
+
+
+def test_mlflow_trial_run_names_carry_id_and_final_state(sweep):
+    summary = read_json(sweep["dir"] / "summary.json")
+    _, nested = split_runs(mlflow_runs(f"sqlite:///{sweep['results'] / 'mlflow.db'}", "e2e"))
+    names = {r.data.tags["trial_id"]: r.info.run_name for r in nested}
+    assert names == {t["trial_id"]: f"{t['trial_id']} {t['state']} · e2e" for t in summary["trials"]}
 
 
 def test_asha_stopped_trials_are_recorded_truthfully(sweep):

@@ -86,6 +86,18 @@ class PersistentASHA(DurableStateMixin, AsyncHyperBandScheduler):
         super().on_trial_complete(tune_controller, trial, result)
         self._save()
 
+    def debug_string(self) -> str:
+        """The rungs for Ray's live table, in the metric's own units. Ray's shows what ASHA records,
+        ``metric_op * value``: every intra-FID negated for mode=min (``Iter 400.000: -41.3``, issue #16)."""
+        op = self._metric_op or 1.0
+        lines = [f"ASHA: {self._num_stopped} trial(s) stopped; a trial goes on past a rung when its {self._metric} "
+                 f"is {'at most' if op < 0 else 'at least'} the rung's cutoff"]
+        for bracket in self._brackets:
+            rungs = [f"{self._time_attr} {milestone:g}: {_cutoff_text(bracket.cutoff(recorded), op)} "
+                     f"({len(recorded)} seen)" for milestone, recorded in reversed(bracket._rungs)]
+            lines.append("  " + " | ".join(rungs))
+        return "\n".join(lines)
+
     def _load_once(self) -> None:
         if self._loaded:
             return
@@ -104,3 +116,10 @@ class PersistentASHA(DurableStateMixin, AsyncHyperBandScheduler):
         state = {"brackets": [[[milestone, recorded] for milestone, recorded in b._rungs] for b in self._brackets],
                  "stopped": self._stopped, "num_stopped": self._num_stopped}
         atomic_write_text(Path(self.state_path), json.dumps(state))
+
+
+def _cutoff_text(cutoff, op: float) -> str:
+    """A rung's cutoff back in the metric's units (ASHA records ``op * value``); ``-`` before any result."""
+    if cutoff is None or cutoff != cutoff:
+        return "-"
+    return f"{op * float(cutoff):.4g}"

@@ -17,6 +17,11 @@ written concurrently. Run creation is idempotent: before creating a trial's run 
 ``trial_id`` tag under the sweep's parent run (a create whose answer was lost, or a driver killed before the map
 was saved, leaves a run that is found and reused), and the parent by a ``sweep_key`` tag saved in the map first.
 
+Trial runs are named ``<trial id>[ <final state>] · <sweep>`` (``trial_run_name``): the id first, since MLflow's
+nested table cuts long names, and the state once the trial ended, since the run list and the compare plots show
+names, not tags (issue #16). Names are written with the state by the same writes that terminate a run, and ``sync``
+corrects a name that disagrees. Runs are always found by their ``trial_id`` tag, never by name.
+
 Artifacts travel inside checkpoints: the trainable writes them to ``artifacts/`` of each reported checkpoint,
 Ray persists checkpoints to the storage path (shared storage in a cluster), and this callback uploads them from
 there, so trials never talk to the tracking store.
@@ -51,6 +56,16 @@ SYNC_STALL_S = 10.0  # sync / close_sweep_runs give up when no write completed f
 _BATCH_PARAMS, _BATCH_METRICS = 100, 1000
 RUN_STATUS = {reporting.COMPLETED: "FINISHED", reporting.STOPPED: "FINISHED", reporting.DIVERGED: "FINISHED",
               reporting.ERROR: "FAILED", reporting.INTERRUPTED: "KILLED"}
+
+
+NAME_SEP = " · "  # trial run names: "<trial id>[ <final state>] · <sweep>"
+
+
+def trial_run_name(trial_id: str, sweep_name: str, state: str | None = None) -> str:
+    """The trial id first (MLflow's nested run table cuts names after ~20 characters), then the final state once
+    the trial ended (the run list and the compare plots label runs by name only), then the sweep."""
+    head = trial_id if state is None else f"{trial_id} {state}"
+    return f"{head}{NAME_SEP}{sweep_name}"
 
 
 # MLflow 3's UI opens an experiment without this tag in its GenAI view ("Traces"); this value opens the runs table.
@@ -353,7 +368,7 @@ class MlflowSweepCallback(tune.Callback):
         if batch is None or all(t.done.is_set() for t in batch):
             batch = [store.writer.submit(ESSENTIAL, "sync: sweep run", lambda c: self._ensure_parent(c, store.run_map))]
             for result in result_grid:
-                trial_id = Path(result.path).name.rsplit("_", 1)[-1]
+                trial_id = result_trial_id(result)
                 frame = result.metrics_dataframe
                 rows = [] if frame is None else frame.to_dict("records")
                 state = reporting.final_state(result.metrics, errored=result.error is not None)
@@ -418,7 +433,8 @@ class MlflowSweepCallback(tune.Callback):
                     "method": config["method"]["name"], "dataset": config["dataset"]["source"],
                     "searcher": self.sweep_tags.get("searcher", ""),
                     "searched": ",".join(sorted(searched(trial_config)))}
-            run = client.create_run(self.experiment_id, run_name=f"{self.sweep_name}/{trial_id}", tags=tags)
+            run = client.create_run(self.experiment_id, run_name=trial_run_name(trial_id, self.sweep_name),
+                                    tags=tags)
             run_id, running = run.info.run_id, True
         for i in range(0, len(params), _BATCH_PARAMS):
             client.log_batch(run_id, params=params[i:i + _BATCH_PARAMS])
@@ -429,10 +445,11 @@ class MlflowSweepCallback(tune.Callback):
         return run_id
 
     def _open_trial(self, client: MlflowClient, m: RunMap, trial_id: str, trial_config: dict) -> None:
-        """The trial's run marked RUNNING: created on first sight, the same run after a resume."""
+        """The trial's run marked RUNNING: created on first sight, the same run after a resume (its name loses the
+        state of the session that ended it)."""
         run_id = self._trial_run(client, m, trial_id, trial_config)
         if not m.is_open(trial_id):
-            client.update_run(run_id, status="RUNNING")
+            client.update_run(run_id, status="RUNNING", name=trial_run_name(trial_id, self.sweep_name))
             m.mark_open(trial_id)
             m.save()
 
@@ -449,8 +466,7 @@ class MlflowSweepCallback(tune.Callback):
 
     def _close_trial(self, client: MlflowClient, m: RunMap, trial_id: str, trial_config: dict, state: str) -> None:
         run_id = self._trial_run(client, m, trial_id, trial_config)
-        client.log_batch(run_id, tags=[RunTag("final_state", state)])
-        client.set_terminated(run_id, RUN_STATUS[state])
+        end_run(client, run_id, trial_run_name(trial_id, self.sweep_name, state), state)
         if m.mark_closed(trial_id):
             m.save()
 
@@ -471,10 +487,9 @@ class MlflowSweepCallback(tune.Callback):
                 client.log_batch(run_id, **result_records(row))
                 logged.add(int(step))
                 written += 1
-        run = client.get_run(run_id)
-        if run.info.status == "RUNNING" or run.data.tags.get("final_state") != state:
-            client.log_batch(run_id, tags=[RunTag("final_state", state)])
-            client.set_terminated(run_id, RUN_STATUS[state])
+        run, name = client.get_run(run_id), trial_run_name(trial_id, self.sweep_name, state)
+        if run.info.status == "RUNNING" or run.data.tags.get("final_state") != state or run.info.run_name != name:
+            end_run(client, run_id, name, state)
             written += 1
         if m.mark_closed(trial_id):
             m.save()
@@ -490,6 +505,12 @@ def _find_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> 
     """Runs matching ``filter_string``, oldest first (the one to keep if an older version made duplicates)."""
     return client.search_runs([experiment_id], filter_string=filter_string, run_view_type=ViewType.ACTIVE_ONLY,
                               max_results=10, order_by=["attributes.start_time ASC"])
+
+
+def result_trial_id(result) -> str:
+    """A Ray ``Result``'s trial id: from its metrics (ids may contain ``_``), else from its folder name
+    (``trainables.progress.trial_dirname``) for a trial that never reported."""
+    return str((result.metrics or {}).get("trial_id") or Path(result.path).name.rsplit("_", 1)[-1])
 
 
 def result_records(result: dict) -> dict:
@@ -514,12 +535,20 @@ def save_run_map(path: Path, run_map: RunMap | dict) -> None:
     RunMap(path, run_map.to_dict() if isinstance(run_map, RunMap) else run_map).save()
 
 
+def end_run(client: MlflowClient, run_id: str, name: str, state: str) -> None:
+    """Tag, rename, then terminate: a run left RUNNING by a failure in between is redone by ``sync``."""
+    client.log_batch(run_id, tags=[RunTag("final_state", state)])
+    client.update_run(run_id, name=name)
+    client.set_terminated(run_id, RUN_STATUS[state])
+
+
 def terminate_open_runs(client: MlflowClient, run_map: RunMap, parent_status: str) -> None:
-    """Trial runs still open become KILLED (tag final_state=interrupted); the parent gets ``parent_status``."""
+    """Trial runs still open become KILLED (tag final_state=interrupted, named so); the parent gets
+    ``parent_status``. The sweep's name comes from the run's own ``sweep`` tag (``close_sweep_runs`` lacks it)."""
     for trial_id in run_map.open_trials():
         run_id = run_map.run_of(trial_id)
-        client.set_tag(run_id, "final_state", "interrupted")
-        client.set_terminated(run_id, "KILLED")
+        sweep_name = client.get_run(run_id).data.tags.get("sweep", "")
+        end_run(client, run_id, trial_run_name(trial_id, sweep_name, reporting.INTERRUPTED), reporting.INTERRUPTED)
         run_map.mark_closed(trial_id)
     if run_map.parent is not None:
         client.set_terminated(run_map.parent, parent_status)

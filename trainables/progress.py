@@ -1,14 +1,19 @@
 """Quiet, readable sweep output: one line per trial report, and the known-harmless library noise switched off."""
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import sys
+import time
 import warnings
+from pathlib import Path
 
 import optuna
 from ray import tune
+from ray.tune.experiment import Trial
 
+from imbgan_core.train import format_duration
 from trainables import reporting
 
 # Environment for Ray, set before ray.init (workers inherit it):
@@ -48,14 +53,86 @@ def quiet_trial_logs() -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)
 
 
-def status_reporter(metric: str, searched_keys: list[str]) -> tune.CLIReporter:
+def status_reporter(metric: str, searched_keys: list[str], sweep_dir: Path | None = None, budget: int = 0,
+                    early_stopping: bool = False) -> "SweepReporter":
     """Ray's trial table with the searched parameters and the headline metrics only (not the whole run config).
 
     No ``state`` column: a trial ASHA stopped keeps its last reported state ("running") there, which contradicts
     Ray's own TERMINATED; the final table (summary) shows completed / stopped_by_asha / diverged / error.
     """
-    return tune.CLIReporter(parameter_columns=searched_keys,
-                            metric_columns=[reporting.STEP, metric], max_report_frequency=30)
+    return SweepReporter(metric, searched_keys, sweep_dir, budget, early_stopping)
+
+
+class StepRate:
+    """Training steps per second of the whole sweep, measured from the first report of this session on."""
+
+    def __init__(self):
+        self.first: tuple[float, int] | None = None
+        self.rate: float | None = None
+
+    def observe(self, steps: int, now: float | None = None) -> float | None:
+        now = time.monotonic() if now is None else now
+        if self.first is None or steps < self.first[1]:
+            self.first = (now, steps)
+        elif now > self.first[0] and steps > self.first[1]:
+            self.rate = (steps - self.first[1]) / (now - self.first[0])
+        return self.rate
+
+
+def sweep_progress(trials: list, total: int | None, budget: int, rate: StepRate, early_stopping: bool,
+                   now: float | None = None) -> str:
+    """``trials: 3/8 done (2 completed, 1 stopped_by_asha), 1 running, 4 pending | 3.4 steps/s | ETA <= 5m50s``.
+
+    The ETA assumes every unfinished trial trains to ``budget`` at the pace seen so far: with ASHA an upper bound.
+    """
+    ended = [t for t in trials if t.status in (Trial.TERMINATED, Trial.ERROR)]
+    running = sum(t.status == Trial.RUNNING for t in trials)
+    unstarted = max(0, (total or 0) - len(trials)) if total and total < sys.maxsize else 0
+    pending = len(trials) - len(ended) - running + unstarted
+    states = collections.Counter(reporting.final_state(t.last_result, errored=t.status == Trial.ERROR)
+                                 for t in ended)
+    breakdown = ", ".join(f"{states[s]} {s}" for s in reporting.FINAL_STATES if states[s])
+    steps = {t.trial_id: int((t.last_result or {}).get(reporting.STEP, 0) or 0) for t in trials}
+    per_second = rate.observe(sum(steps.values()), now)
+    left = unstarted * budget + sum(max(0, budget - steps[t.trial_id]) for t in trials if t not in ended)
+    eta = format_duration(left / per_second) if per_second else "?"
+    return (f"trials: {len(ended)}/{total or len(trials)} done{f' ({breakdown})' if breakdown else ''}, "
+            f"{running} running, {pending} pending | "
+            f"{f'{per_second:.2f}' if per_second else '?'} steps/s | "
+            f"ETA {'<= ' if early_stopping and left else ''}{eta}")
+
+
+class SweepReporter(tune.CLIReporter):
+    """Ray's classic table, led by what a user waits for (``sweep_progress``), and pointing to the sweep folder:
+    Ray's ``Result logdir:`` names its temporary session folder, not where the results are."""
+
+    def __init__(self, metric: str, searched_keys: list[str], sweep_dir: Path | None, budget: int,
+                 early_stopping: bool):
+        super().__init__(parameter_columns=searched_keys, metric_columns=[reporting.STEP, metric],
+                         max_report_frequency=30)
+        self.sweep_dir, self.budget, self.early_stopping = sweep_dir, budget, early_stopping
+        self.step_rate = StepRate()
+
+    def setup(self, *args, **kwargs):
+        """Ray calls this at the start of every session (``--resume`` too): the pace is measured afresh."""
+        super().setup(*args, **kwargs)
+        self.step_rate = StepRate()
+
+    def report(self, trials, done: bool, *sys_info: str):
+        self._print(self.progress_text(trials, done, *sys_info))
+
+    def progress_text(self, trials, done: bool, *sys_info: str) -> str:
+        lines, seen_logdir = [], False
+        for line in self._progress_str(trials, done, *sys_info).split("\n"):
+            if line.startswith("Result logdir: "):
+                if not seen_logdir and self.sweep_dir is not None:
+                    lines.append(f"Results: {self.sweep_dir}")
+                seen_logdir = True
+                continue
+            lines.append(line)
+        progress = sweep_progress(trials, self._total_samples, self.budget, self.step_rate, self.early_stopping)
+        lines.insert(min(2, len(lines)), progress)  # under "== Status ==" and the time line
+        return "\n".join(lines)
 
 
 def trial_dirname(trial) -> str:

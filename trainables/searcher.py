@@ -23,7 +23,7 @@ from trainables import reporting
 from trainables.spaces import Space
 
 
-def make_sampler(name: str, seed: int, n_startup_trials: int = 10) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int, n_startup_trials: int) -> optuna.samplers.BaseSampler:
     """Seeded TPE (Optuna 5 defaults: multivariate, constant liar) or random search for baselines.
 
     ``n_startup_trials`` random trials come first (Optuna's default 10); the 8-trial CPU spaces use 4 so that TPE

@@ -4,7 +4,7 @@ File shape (docs/sweeps.md): ``name``, ``run`` (a full imbgan_core run config), 
 distribution | fixed value, optional ``when`` conditions), ``search`` (metric, mode, num_samples, scheduler,
 searcher) and ``resources``. Every problem is collected and raised at once as ``SpaceError`` before Ray starts:
 unknown keys, dotted keys that are not in the run config, ranges outside a method's declared valid range
-(``imbgan_core.config.METHOD_PARAMS``), a metric the evaluator does not produce, and configs at the corners of the
+(each method class's ``param_specs``), a metric the evaluator does not produce, and configs at the corners of the
 space that ``RunConfig.from_dict`` or the training loop's own pre-checks (``run_config_problems``) reject.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from imbgan_core.config import (METHOD_PARAMS, SEED_MAX, ConfigError, Param, RunConfig, apply_overrides, field_spec,
-                                flatten, load_yaml, valid_keys)
+from imbgan_core.config import (SEED_MAX, ConfigError, Param, RunConfig, apply_overrides, field_spec, flatten,
+                                load_yaml, method_params, read_fields, valid_keys)
 from imbgan_core.metrics.catalog import METRICS
 from imbgan_core.training import run_config_problems
 
@@ -83,7 +83,7 @@ class Search:
     reduction_factor: float | None
     sampler: str
     seed: int
-    n_startup_trials: int = 10  # TPE's random start-up (Optuna's default); spaces with few trials set it lower
+    n_startup_trials: int  # TPE's random start-up (OPTUNA_FIELDS); spaces with few trials set it lower
 
 
 @dataclass(frozen=True)
@@ -294,7 +294,7 @@ def _validate_run(run: Any, problems: list[str]) -> tuple[dict | None, str | Non
         problems.extend(f"run.{p}" for p in exc.problems)
         method = run.get("method")
         name = method.get("name", "cgan") if isinstance(method, dict) else None
-        return None, name if isinstance(name, str) and name in METHOD_PARAMS else None
+        return None, name if isinstance(name, str) and name in method_params() else None
     return run_dict, run_dict["method"]["name"]
 
 
@@ -375,14 +375,14 @@ def _parse_when(spec: Any, where: str, known: set[str], problems: list[str]) -> 
 
 
 def _check_against_config(dist: Dist, run: dict, earlier: list[Dist], where: str, problems: list[str]) -> None:
-    """Declared-range checks: method params against METHOD_PARAMS, other keys against their field type."""
+    """Declared-range checks: method params against their method's ``param_specs``, other keys against their field."""
     values = _extremes(dist)
     if dist.key.startswith("method.") and dist.key != "method.name":
         param_name = dist.key.split(".", 1)[1]
         for method in _methods_for(dist, run, earlier):
-            param: Param | None = METHOD_PARAMS.get(method, {}).get(param_name)
+            param: Param | None = method_params().get(method, {}).get(param_name)
             if param is None:
-                valid = ", ".join(METHOD_PARAMS.get(method, {})) or "none"
+                valid = ", ".join(method_params().get(method, {})) or "none"
                 problems.append(f"{where}: {param_name!r} is not a parameter of method {method!r} (valid: {valid}); "
                                 f"use when: {{method.name: ...}} for per-method parameters")
                 continue
@@ -418,85 +418,77 @@ def _methods_for(dist: Dist, run: dict, earlier: list[Dist]) -> list[str]:
     return [run["method"]["name"]]
 
 
+# The space file's own sections, declared like every other field (``config.Param``, read by ``config.read_fields``).
+SEARCH_FIELDS = {
+    "metric": Param("intra_fid", str, ref="a scalar key of a group in run.eval.metrics (docs/metrics.md)"),
+    "mode": Param("min", str, choices=("min", "max"), ref="must match the metric's direction"),
+    "num_samples": Param(8, int, 1, ref="trials to run"),
+    "scheduler": Param("fifo", object, ref="fifo | asha | {asha: {grace_period, reduction_factor}}"),
+    "searcher": Param("optuna", object, ref="optuna | {optuna: {sampler, seed, n_startup_trials}}"),
+}
+ASHA_FIELDS = {
+    "grace_period": Param(None, int, 1, nullable=True, ref="first rung in steps; default run.train.eval_every"),
+    "reduction_factor": Param(3.0, float, 1.0, None, low_open=True, ref="Li et al. 2020; Ray's default 3"),
+}
+OPTUNA_FIELDS = {
+    "sampler": Param("tpe", str, choices=SAMPLERS, ref="Optuna TPESampler or RandomSampler"),
+    "seed": Param(0, int, 0, SEED_MAX, ref="Optuna's samplers refuse seeds outside [0, 2**32 - 1]"),
+    "n_startup_trials": Param(10, int, 1, ref="TPE's random start-up (Optuna's default 10)"),
+}
+RESOURCES_FIELDS = {
+    "cpus_per_trial": Param(1.0, float, 0.0, None, low_open=True, ref="Ray CPUs per trial"),
+    "gpus_per_trial": Param("auto", float, 0.0, 1.0, special=("auto",),
+                            ref="'auto' or a share of one GPU (a trial trains on one device)"),
+    "max_concurrent": Param(None, int, 1, nullable=True, ref="trials at once; default: as resources allow"),
+}
+
+
 def _parse_search(raw: dict, run: dict | None, problems: list[str]) -> Search:
-    allowed = {"metric", "mode", "num_samples", "scheduler", "searcher"}
-    problems.extend(f"search.{k}: unknown key (valid: {', '.join(sorted(allowed))})" for k in raw if k not in allowed)
-    metric = raw.get("metric", "intra_fid")
+    values = read_fields(raw, SEARCH_FIELDS, "search", problems)
+    metric, mode = values["metric"], values["mode"]
     direction = METRICS.direction(metric)
     if direction is None:
         problems.append(f"search.metric: {metric!r} is not a metric (valid: {', '.join(METRICS.all_keys())})")
     elif run is not None and metric not in METRICS.keys_of(run["eval"]["metrics"]):
         problems.append(f"search.metric: {metric!r} is not produced by run.eval.metrics {run['eval']['metrics']} "
                         f"(produced: {', '.join(sorted(METRICS.keys_of(run['eval']['metrics'])))})")
-    mode = raw.get("mode", "min")
-    if not isinstance(mode, str) or mode not in ("min", "max"):
-        problems.append(f"search.mode: {mode!r} is not one of ['min', 'max']")
-    elif direction is not None and mode != direction:
+    if direction is not None and mode in ("min", "max") and mode != direction:
         better = "lower" if direction == "min" else "higher"
         problems.append(f"search.mode: {mode!r} contradicts search.metric {metric!r}, for which {better} is better "
                         f"(mode {direction!r}); a {mode} search would look for the worst trials")
-    num_samples = raw.get("num_samples", 8)
-    if not _is_int(num_samples) or num_samples < 1:
-        problems.append(f"search.num_samples: expected an integer >= 1, got {num_samples!r}")
-    scheduler, grace, factor = _parse_scheduler(raw.get("scheduler", "fifo"), run, problems)
-    sampler, seed, startup = _parse_searcher(raw.get("searcher", {"optuna": {}}), problems)
-    return Search(metric, mode, num_samples, scheduler, grace, factor, sampler, seed, startup)
+    scheduler, grace, factor = _parse_scheduler(values["scheduler"], run, problems)
+    sampler, seed, startup = _parse_searcher(values["searcher"], problems)
+    return Search(metric, mode, values["num_samples"], scheduler, grace, factor, sampler, seed, startup)
 
 
 def _parse_scheduler(raw: Any, run: dict | None, problems: list[str]):
     name, opts = _single_key(raw, "search.scheduler", SCHEDULERS, problems)
     if name != "asha":
         return name or "fifo", None, None
-    # Without a valid run (already reported) the grace period's default and upper bound are unknown: type only.
-    steps = run["train"]["steps"] if run is not None else None
-    grace = opts.get("grace_period", run["train"]["eval_every"] if run is not None else 1)
-    factor = opts.get("reduction_factor", 3)
-    unknown = set(opts) - {"grace_period", "reduction_factor"}
-    problems.extend(f"search.scheduler.asha.{k}: unknown key (valid: grace_period, reduction_factor)"
-                    for k in sorted(unknown, key=str))
-    if steps is None and (not _is_int(grace) or grace < 1):
-        problems.append(f"search.scheduler.asha.grace_period: expected an integer >= 1, got {grace!r}")
-    elif steps is not None and (not _is_int(grace) or not 1 <= grace <= steps):
-        problems.append(f"search.scheduler.asha.grace_period: expected an integer in [1, run.train.steps="
-                        f"{steps}], got {grace!r} (with --max-steps below it, lower it too: --grace-period N)")
-    if not _is_number(factor) or factor <= 1:
-        problems.append(f"search.scheduler.asha.reduction_factor: expected a number > 1, got {factor!r}")
+    options = read_fields(opts, ASHA_FIELDS, "search.scheduler.asha", problems)
+    grace, factor = options["grace_period"], options["reduction_factor"]
+    if run is None:  # already reported: the grace period's default and upper bound are unknown
+        return "asha", grace or 1, factor
+    steps = run["train"]["steps"]
+    grace = run["train"]["eval_every"] if grace is None else grace
+    if grace > steps:
+        problems.append(f"search.scheduler.asha.grace_period: {grace!r} is above run.train.steps={steps} (with "
+                        f"--max-steps below it, lower it too: --grace-period N)")
     return "asha", grace, factor
 
 
 def _parse_searcher(raw: Any, problems: list[str]):
     name, opts = _single_key(raw, "search.searcher", ("optuna",), problems)
-    sampler, seed, startup = opts.get("sampler", "tpe"), opts.get("seed", 0), opts.get("n_startup_trials", 10)
-    valid = ("sampler", "seed", "n_startup_trials")
-    problems.extend(f"search.searcher.optuna.{k}: unknown key (valid: {', '.join(valid)})"
-                    for k in opts if k not in valid)
-    if not isinstance(sampler, str) or sampler not in SAMPLERS:
-        problems.append(f"search.searcher.optuna.sampler: {sampler!r} is not one of {list(SAMPLERS)}")
-    if not _is_int(seed) or not 0 <= seed <= SEED_MAX:
-        problems.append(f"search.searcher.optuna.seed: expected an integer in [0, 2**32 - 1] (Optuna's samplers "
-                        f"refuse others), got {seed!r}")
-    if not _is_int(startup) or startup < 1:
-        problems.append(f"search.searcher.optuna.n_startup_trials: expected an integer >= 1, got {startup!r}")
-    elif sampler == "random" and "n_startup_trials" in opts:
+    options = read_fields(opts, OPTUNA_FIELDS, "search.searcher.optuna", problems)
+    if options["sampler"] == "random" and "n_startup_trials" in (opts or {}):
         problems.append("search.searcher.optuna.n_startup_trials: only the tpe sampler has a start-up phase "
                         "(sampler is 'random')")
-    return sampler, seed, startup
+    return options["sampler"], options["seed"], options["n_startup_trials"]
 
 
 def _parse_resources(raw: dict, problems: list[str]) -> Resources:
-    allowed = ("cpus_per_trial", "gpus_per_trial", "max_concurrent")
-    problems.extend(f"resources.{k}: unknown key (valid: {', '.join(allowed)})" for k in raw if k not in allowed)
-    cpus = raw.get("cpus_per_trial", 1)
-    gpus = raw.get("gpus_per_trial", "auto")
-    max_concurrent = raw.get("max_concurrent")
-    if not _is_number(cpus) or cpus <= 0:
-        problems.append(f"resources.cpus_per_trial: expected a number > 0, got {cpus!r}")
-    if gpus != "auto" and (not _is_number(gpus) or not 0 <= gpus <= 1):
-        problems.append(f"resources.gpus_per_trial: expected 'auto' or a share of one GPU in [0, 1] (a trial "
-                        f"trains on one device), got {gpus!r}")
-    if max_concurrent is not None and (not _is_int(max_concurrent) or max_concurrent < 1):
-        problems.append(f"resources.max_concurrent: expected an integer >= 1, got {max_concurrent!r}")
-    return Resources(cpus, gpus, max_concurrent)
+    values = read_fields(raw, RESOURCES_FIELDS, "resources", problems)
+    return Resources(values["cpus_per_trial"], values["gpus_per_trial"], values["max_concurrent"])
 
 
 def _corner_problems(space: Space) -> list[str]:
@@ -574,9 +566,6 @@ def _choice_label(value: Any) -> Any:
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
-
-def _is_int(v: Any) -> bool:
-    return _is_number(v) and float(v).is_integer()
 
 
 def _divides(step: float, span: float) -> bool:

@@ -217,7 +217,8 @@ def build_tuner(space: Space, trainable, sweep_dir: Path, storage: str, callback
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=sweep_dir.name, storage_path=storage, callbacks=callbacks, verbose=1,
-            progress_reporter=status_reporter(s.metric, [d.key for d in space.params]),
+            progress_reporter=status_reporter(s.metric, [d.key for d in space.params], sweep_dir, space.max_budget,
+                                              early_stopping=s.scheduler == "asha"),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=TRIAL_RESTARTS)),
     )

@@ -1,4 +1,4 @@
-"""Imbalance methods, one file each, registered by name (the names of ``config.METHOD_PARAMS``)."""
+"""Imbalance methods, one file each, registered by name; each class declares its own ``param_specs``."""
 from __future__ import annotations
 
 import torch

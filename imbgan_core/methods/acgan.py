@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..nets import build_discriminator
 from ..nets.layers import split_source_and_class
+from ..config import Param
 from .base import Method
 from .losses import discriminator_loss, generator_loss
 
@@ -27,6 +28,7 @@ def class_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
 
 class ACGAN(Method):
     name = "acgan"
+    param_specs = {"aux_weight": Param(1.0, float, 0.0, None, ref="Odena et al. 2017 Eq. 2-3: L_S + L_C, weight 1")}
     default_loss = "nonsaturating"  # Odena et al. 2017 Eq. 2: log-likelihood of the correct source
 
     @classmethod

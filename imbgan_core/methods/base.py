@@ -12,20 +12,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import RunConfig
+from ..config import Param, RunConfig
 from ..nets import build_discriminator, build_generator
 from . import losses
 
 
 class Method:
     name = ""
+    param_specs: dict[str, Param] = {}  # this method's hyperparameters (``method.*`` keys), declared once
     default_loss = "hinge"  # what train.loss = "auto" means (Softlabel-GAN baselines use BigGAN's hinge loss)
     soft_labels = False  # D's projection takes probability vectors (Softlabel-GAN Sec. 4.3)
     needs_classifier = False  # uses the pretrained classifier C (role "classifier")
     needs_soft_labels = False  # uses C's softmax of every training image
 
     def __init__(self, params: dict, num_classes: int, assets=None, device: str | torch.device = "cpu"):
-        self.params = dict(params)
+        self.params = dict(params)  # values, validated against param_specs by RunConfig
         self.num_classes = num_classes
         self.device = torch.device(device)
 

@@ -17,6 +17,7 @@ import torch
 
 from imbgan_core.classifier import differentiable_copy
 
+from ..config import Param
 from .base import Method
 
 
@@ -41,6 +42,15 @@ def balance_regularizer(probs: torch.Tensor, weights: torch.Tensor) -> torch.Ten
 
 class CBGAN(Method):
     name = "cbgan"
+    param_specs = {  # Rangwani et al. Eq. 5-7, App. 6.4.1: lambda/K * sum_k w_k pbar_k log pbar_k; N_k decays per cycle
+        "lambda": Param(7.5, float, 0.0, None, ref="CBGAN Table 5 / App. 6.4.1; CIFAR-10 rho=10 -> 7.5"),
+        "alpha": Param(0.5, float, 0.0, 1.0, low_open=True, ref="CBGAN Eq. 6, forgetting factor; default 0.5"),
+        "beta": Param("one", str, choices=("one", "alpha"), ref="CBGAN Eq. 6: beta = 1 or beta = alpha"),
+        "cycle": Param(2000, int, 1, None, ref="CBGAN Sec. 4 / Fig. 6, update_every = 2000"),
+        "init_count": Param(50.0, float, 1.0, None, ref="docs/reference.md#cbgan-counts: N_k starts at 50"),
+        "fake_labels": Param("uniform", str, choices=("uniform", "inverse_count"),
+                             ref="docs/reference.md#cbgan-fake-labels: uniform or ∝ 1/N_k"),
+    }
     default_loss = "relativistic"  # CBGAN Eq. 2-3 and 17 / docs/reference.md#cbgan-loss
     needs_classifier = True
 

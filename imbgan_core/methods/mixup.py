@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from scipy.special import betaincinv
 
+from ..config import Param
 from .base import Method, one_hot
 
 
@@ -15,6 +16,7 @@ def beta_sample(a: float, gen: torch.Generator) -> float:
 
 class Mixup(Method):
     name = "mixup"
+    param_specs = {"a": Param(0.2, float, 0.0, None, low_open=True, ref="docs/reference.md#mixup, Beta(0.2, 0.2)")}
     soft_labels = True
 
     def real_batch(self, x, y, index, gen):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..config import Param
 from .base import Method, one_hot
 
 
@@ -13,6 +14,7 @@ def smoothed_labels(y: torch.Tensor, num_classes: int, alpha: float) -> torch.Te
 
 class Smooth(Method):
     name = "smooth"
+    param_specs = {"alpha": Param(0.1, float, 0.0, 1.0, ref="docs/reference.md#smooth-gan, alpha = 0.1")}
     soft_labels = True
 
     def real_batch(self, x, y, index, gen):

@@ -147,7 +147,8 @@ def diversity(ev: Evaluator, s: Generated, generate):
 
 
 @METRICS.register("class_accuracy", {"class_accuracy": MAX}, labels=CONDITIONING, needs=(ANNOTATOR,),
-                  per_class=("class_accuracy",), summary="share of samples the annotator gives their conditioning class")
+                  per_class=("class_accuracy",),
+                  summary="share of samples the annotator gives their conditioning class")
 def class_accuracy_group(ev: Evaluator, s: Generated, generate):
     """Share of samples the annotator assigns to their conditioning class (CBGAN Sec. 5), overall and per class."""
     overall, per_class = class_accuracy(s.annotator_labels, s.labels, ev.num_classes)

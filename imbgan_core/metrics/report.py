@@ -48,7 +48,7 @@ def plot_fid_vs_class_size(result, data: LongTailData, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     counts, fids, groups = data.train.counts(), result.per_class["fid"], _group_of(data)
-    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=100)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=100)  # room for the legend at the right
     for group in sorted(set(groups)):
         members = [k for k in range(data.num_classes) if groups[k] == group]
         ax.scatter([counts[k] for k in members], [fids[k] for k in members], label=group or "ungrouped", s=18)
@@ -62,7 +62,9 @@ def plot_fid_vs_class_size(result, data: LongTailData, path) -> Path:
     ax.set_ylabel(f"per-class FID ({space} features)")
     ax.set_title(f"per-class FID vs class size, {result.meta.get('samples_per_class', '?')} samples per class",
                  fontsize=9)
-    ax.legend(fontsize=7)
+    # A fixed place, outside the points: loc="best" searches the plot and warns ("Creating legend with loc='best'
+    # can be slow") whenever the search takes over a second, as it does on a busy machine (issue #16).
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

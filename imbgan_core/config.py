@@ -10,6 +10,7 @@ metric registry's (``metric_registry()``).
 from __future__ import annotations
 
 import copy
+import importlib
 import dataclasses
 import math
 import os
@@ -17,7 +18,7 @@ import re
 import stat
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -66,7 +67,7 @@ class Param:
     high: float | None = None
     low_open: bool = False  # True: low itself is not allowed
     high_open: bool = False
-    choices: tuple | None = None
+    choices: tuple | Callable[[], tuple] | None = None  # a callable reads a registry's names on use (``registry``)
     ref: str = ""
     nullable: bool = False  # None is a valid value (it means "unset": the code derives one)
     special: tuple = ()  # string values accepted besides the kind (gpus_per_trial: "auto")
@@ -92,10 +93,15 @@ class Param:
     def bounds_problem(self, value: Any) -> str | None:
         """Choices and range only, for a value whose type is already checked (run-config fields)."""
         if self.choices is not None:
-            return None if value in self.choices else f"{value!r} is not one of {list(self.choices)}"
+            options = self.options()
+            return None if value in options else f"{value!r} is not one of {list(options)}"
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return self.range_problem(value, value)
         return None
+
+    def options(self) -> tuple:
+        """The valid choices; read from the registry that owns them when declared with ``registry``."""
+        return tuple(self.choices()) if callable(self.choices) else tuple(self.choices or ())
 
     def range_problem(self, lo: float, hi: float) -> str | None:
         """Problem if the interval [lo, hi] leaves the valid range (used for search distributions too)."""
@@ -120,6 +126,15 @@ class Param:
         return value
 
 
+def registry(module: str, names: str, extra: tuple = ()) -> Callable[[], tuple]:
+    """Choices owned by a registry: ``extra`` (``auto``, ``none``) then the names of ``module.names``, read on use,
+    so that a backbone, data source, profile, loss or feature space added to its registry is valid here with no
+    second list (the registries import torch or scipy; this module does not)."""
+    def options() -> tuple:
+        return (*extra, *importlib.import_module(module).__dict__[names])
+    return options
+
+
 def method_params() -> dict[str, dict[str, Param]]:
     """Every method's declared parameters by method name: each method class owns its ``param_specs``
     (``imbgan_core.methods``), registered with it; imported on use because the methods import this module."""
@@ -132,10 +147,6 @@ def metric_registry():
     directions, what it needs and its own checks. Imported on use: the catalog imports the metric code."""
     from .metrics.catalog import METRICS
     return METRICS
-
-
-# Reweighting transforms of the GAN-ensemble report (Slim 2020, Algorithm 1); "none" = independent seeds.
-REWEIGHTING_METHODS = ("none", "A_mu", "A_sigma", "B", "C")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -153,15 +164,17 @@ def _f(default=dataclasses.MISSING, *, factory=None, choices=None, min=None, max
     exclusive lower bound."""
     low = gt if gt is not None else min
     param = Param(None if factory else default, object, low, max, low_open=gt is not None,
-                  choices=tuple(choices) if choices else None, ref=help)
+                  choices=choices if callable(choices) else tuple(choices) if choices else None, ref=help)
     if factory is not None:
         return field(default_factory=factory, metadata={"param": param})
     return field(default=default, metadata={"param": param})
 
 
-def read_fields(raw: Any, fields: dict[str, Param], where: str, problems: list[str]) -> dict[str, Any]:
-    """The values of a mapping of declared fields (defaults filled in); unknown keys and bad values become problems
-    naming ``where.key``. A value that is not a mapping is one problem, and every field takes its default."""
+def read_fields(raw: Any, fields: dict[str, Param], where: str, problems: list[str],
+                unknown: str = "unknown key") -> dict[str, Any]:
+    """The values of a mapping of declared fields (defaults filled in); unknown keys (``unknown`` says what they
+    are not) and bad values become problems naming ``where.key``. A value that is not a mapping is one problem, and
+    every field takes its default."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -170,7 +183,7 @@ def read_fields(raw: Any, fields: dict[str, Param], where: str, problems: list[s
     values = {}
     for key, value in raw.items():
         if key not in fields:
-            problems.append(f"{where}.{key}: unknown key (valid: {', '.join(fields)})")
+            problems.append(f"{where}.{key}: {unknown} (valid: {', '.join(fields) or 'none'})")
             continue
         problem = fields[key].check(value)
         if problem:
@@ -184,7 +197,7 @@ def read_fields(raw: Any, fields: dict[str, Param], where: str, problems: list[s
 class ImbalanceConfig:
     """How the training split is made long-tailed (docs/reference.md#long-tailed-data)."""
 
-    profile: str = _f("exponential", choices=("exponential", "step", "lognormal", "chi2", "pareto", "none"))
+    profile: str = _f("exponential", choices=registry("imbgan_core.data.longtail", "PROFILES"))
     ratio: float = _f(10.0, min=1.0, help="rho = n_max / n_min for exponential and step")
     minority_fraction: float = _f(0.5, min=0.0, max=1.0, help="mu: share of minority classes (step profile)")
     total: int | None = _f(None, gt=0, help="total training images for lognormal/chi2/pareto (default: keep n_max*K/4)")
@@ -204,7 +217,7 @@ class GroupsConfig:
 
 @dataclass
 class DatasetConfig:
-    source: str = _f("digits", choices=("digits", "cifar10", "cifar100", "imagefolder"))
+    source: str = _f("digits", choices=registry("imbgan_core.data.sources", "LOADERS"))
     root: str | None = _f(None, help="local folder (cifar: torchvision layout; imagefolder: class subfolders)")
     download: bool = _f(False, help="cifar only: let torchvision download when the files are missing")
     resolution: int = _f(16, choices=(8, 16, 32, 64, 128))
@@ -216,7 +229,7 @@ class DatasetConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = _f("sndcgan", choices=("sndcgan", "resnet", "biggan"))
+    arch: str = _f("sndcgan", choices=registry("imbgan_core.nets", "ARCHITECTURES"))
     width: float = _f(1.0, gt=0.0, help="channel multiplier; 1.0 = the paper's widths")
     z_dim: int = _f(128, min=1)
     g_conditional: bool = _f(True, help="class-conditional BatchNorm in G (False: unconditional G)")
@@ -244,7 +257,7 @@ class TrainConfig:
     beta1: float = _f(0.5, min=0.0, max=1.0)
     beta2: float = _f(0.999, min=0.0, max=1.0)
     n_dis: int = _f(1, min=1, help="discriminator steps per generator step")
-    loss: str = _f("auto", choices=("auto", "hinge", "relativistic", "nonsaturating"),
+    loss: str = _f("auto", choices=registry("imbgan_core.methods.losses", "LOSSES", ("auto",)),
                    help="auto = the method's paper loss (relativistic for cbgan, non-saturating for acgan, "
                         "hinge otherwise)")
     diffaugment: str = _f("color,translation,cutout", help="comma-separated DiffAugment policy; '' = off")
@@ -262,7 +275,8 @@ class TrainConfig:
 class ClassifierConfig:
     """The pretrained classifier C (methods) and the balanced annotator (metrics) share these settings."""
 
-    arch: str = _f("auto", choices=("auto", "cnn", "resnet32"), help="auto: cnn below 32 px, resnet32 otherwise")
+    arch: str = _f("auto", choices=registry("imbgan_core.nets.classifier", "CLASSIFIER_ARCHS", ("auto",)),
+                   help="auto: cnn below 32 px, resnet32 otherwise")
     epochs: int = _f(30, min=1)
     batch_size: int = _f(128, min=2)
     lr: float = _f(1e-3, gt=0.0)
@@ -284,7 +298,7 @@ class CASConfig:
 
 @dataclass
 class EvalConfig:
-    features: str = _f("annotator", choices=("annotator", "inception"))
+    features: str = _f("annotator", choices=registry("imbgan_core.metrics.features", "FEATURE_SPACES"))
     weights_path: str | None = _f(None, help="inception: path to torch-fidelity's weights-inception-2015-12-05-"
                                              "6726825d.pth (default: $TORCH_HOME/hub/checkpoints); never downloaded")
     samples_per_class: int = _f(100, min=2)
@@ -304,7 +318,7 @@ class EnsembleConfig:
     """GAN ensemble with sample reweighting (Slim 2020): |G| members trained in sequence."""
 
     size: int = _f(1, min=1, max=10)
-    reweighting: str = _f("none", choices=REWEIGHTING_METHODS)
+    reweighting: str = _f("none", choices=registry("imbgan_core.ensemble.reweighting", "TRANSFORMS", ("none",)))
     generator_weights: list[float] | None = _f(None, help="sampling weight per member (None = uniform)")
     samples_per_class: int = _f(100, min=1, help="generated images per class and previous member for Algorithm 1's "
                                                  "distances (Slim 2020 Sec. 5.2 used 50k = 5k per class)")
@@ -596,22 +610,9 @@ def _build_method(data: dict, prefix: str, problems: list[str]) -> MethodConfig:
     if not isinstance(name, str) or name not in declared:
         problems.append(f"{prefix}name: unknown method {name!r} (valid: {', '.join(declared)})")
         return MethodConfig(name=str(name))
-    spec = declared[name]
-    params = {}
-    for key, value in data.items():
-        if key == "name":
-            continue
-        if key not in spec:
-            valid = ", ".join(spec) or "none"
-            problems.append(f"{prefix}{key}: unknown parameter for method {name!r} (valid: {valid})")
-            continue
-        problem = spec[key].check(value)
-        if problem:
-            problems.append(f"{prefix}{key}: {problem}")
-            continue
-        params[key] = spec[key].coerce(value)
-    for key, param in spec.items():
-        params.setdefault(key, param.default)
+    given = {key: value for key, value in data.items() if key != "name"}
+    params = read_fields(given, declared[name], prefix.rstrip("."), problems,
+                         unknown=f"unknown parameter for method {name!r}")
     return MethodConfig(name=name, params=params)
 
 
@@ -662,8 +663,9 @@ def _cross_checks(cfg: RunConfig) -> list[str]:
     """Checks that involve more than one key."""
     problems = []
     ds = cfg.dataset
-    if ds.source in ("cifar10", "cifar100", "imagefolder") and not ds.root:
-        problems.append(f"dataset.root: required for source {ds.source!r} (a local folder)")
+    root_problem = importlib.import_module("imbgan_core.data.sources").root_problem(ds)  # the source's own check
+    if root_problem:
+        problems.append(root_problem)
     if ds.source == "digits" and ds.resolution not in (8, 16, 32):
         problems.append(f"dataset.resolution: digits supports 8, 16 or 32, got {ds.resolution}")
     if ds.groups.boundaries is not None and (len(ds.groups.boundaries) != 2

@@ -1,4 +1,7 @@
 """The typed run config: defaults, strict validation with dotted keys, round trip, overrides."""
+import importlib
+import re
+
 import pytest
 
 from imbgan_core.config import (
@@ -99,3 +102,35 @@ def test_yaml_errors_name_the_path(tmp_path):
         load_yaml(str(lst))
     with pytest.raises(ConfigError, match="file not found"):
         load_yaml(str(tmp_path / "missing.yaml"))
+
+
+@pytest.mark.parametrize("key, module, names", [
+    ("model.arch", "imbgan_core.nets", "ARCHITECTURES"),
+    ("dataset.source", "imbgan_core.data.sources", "LOADERS"),
+    ("dataset.imbalance.profile", "imbgan_core.data.longtail", "PROFILES"),
+    ("train.loss", "imbgan_core.methods.losses", "LOSSES"),
+    ("classifier.arch", "imbgan_core.nets.classifier", "CLASSIFIER_ARCHS"),
+    ("eval.features", "imbgan_core.metrics.features", "FEATURE_SPACES"),
+    ("ensemble.reweighting", "imbgan_core.ensemble.reweighting", "TRANSFORMS"),
+])
+def test_choices_are_read_from_the_registry_that_owns_them(key, module, names, monkeypatch):
+    """Issue #13: a backbone, source, profile, loss, classifier, feature space or reweighting added to its registry
+    is a valid config value with no second list to edit; one removed from it is refused."""
+    registry = importlib.import_module(module)
+    owned = getattr(registry, names)
+    added = {**owned, "newcomer": None} if isinstance(owned, dict) else (*owned, "newcomer")
+    section, _, leaf = key.rpartition(".")
+    raw = {}
+    node = raw
+    for part in section.split("."):
+        node = node.setdefault(part, {})
+    node[leaf] = "newcomer"
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        RunConfig.from_dict(raw)
+    monkeypatch.setattr(registry, names, added)
+    problems = []
+    try:
+        RunConfig.from_dict(raw)
+    except ConfigError as exc:
+        problems = [line for line in str(exc).splitlines() if line.strip().startswith(f"{key}:")]
+    assert not problems, problems

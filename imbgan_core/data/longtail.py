@@ -15,6 +15,8 @@ SOFTLABEL_PROFILES = {
     "pareto": ("pareto", {"b": 2.0}, 1.0, 4.0),  # imbalanced Tiny ImageNet: Pareto shape 2 over [1, 4)
 }
 
+PROFILES = ("exponential", "step", *SOFTLABEL_PROFILES, "none")  # dataset.imbalance.profile
+
 # UTLO's index boundaries (docs/reference.md#lt-groups), keyed by class count:
 # CIFAR-10 / digits (10): 0-2 | 3-5 | 6-9; AnimalFaces (20): 0-4 | 5-9 | 10-19; CIFAR-100: 0-34 | 35-69 | 70-99;
 # Flowers (102): 0-19 | 20-49 | 50-101.
@@ -48,7 +50,7 @@ def class_counts(imbalance: ImbalanceConfig, num_classes: int, n_max: int, class
         counts = softlabel_counts(profile, num_classes, total, n_max, imbalance.seed)
     else:
         raise ValueError(f"dataset.imbalance.profile: unknown profile {profile!r} "
-                         f"(valid: exponential, step, {', '.join(SOFTLABEL_PROFILES)}, none)")
+                         f"(valid: {', '.join(PROFILES)})")
     names = class_names or [str(k) for k in range(num_classes)]
     empty = [f"{k} ({names[k]!r})" for k, n in enumerate(counts) if n < 1]
     if empty:

@@ -343,9 +343,20 @@ CENSUS = {"digits": digits_census, "cifar10": cifar_census, "cifar100": cifar_ce
           "imagefolder": imagefolder_census}
 
 
+EMBEDDED = ("digits",)  # sources that ship with the code: every other one reads dataset.root
+
+
+def root_problem(cfg: DatasetConfig) -> str | None:
+    """The one check that a source which reads local files was given its folder (config validation uses it)."""
+    if cfg.source in LOADERS and cfg.source not in EMBEDDED and not cfg.root:
+        return f"dataset.root: required for source {cfg.source!r} (a local folder)"
+    return None
+
+
 def check_source(cfg: DatasetConfig, need_root: bool = True) -> None:
     """Unknown source or a missing root: a clear error before any work (CIFAR counts alone need no root)."""
     if cfg.source not in LOADERS:
         raise ValueError(f"dataset.source: unknown source {cfg.source!r} (valid: {', '.join(LOADERS)})")
-    if need_root and cfg.source != "digits" and not cfg.root:
-        raise ValueError(f"dataset.root: required for source {cfg.source!r} (a local folder)")
+    problem = root_problem(cfg) if need_root else None
+    if problem:
+        raise ValueError(problem)

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from imbgan_core.config import REWEIGHTING_METHODS
 
-TRANSFORMS = tuple(m for m in REWEIGHTING_METHODS if m != "none")
+TRANSFORMS = ("A_mu", "A_sigma", "B", "C")  # Algorithm 1's transforms; ensemble.reweighting also takes "none"
 
 
 @dataclass

@@ -18,15 +18,14 @@ def resolve_arch(arch: str, resolution: int) -> str:
     """``auto`` picks the small CNN below 32 px and ResNet-32 from 32 px on (ClassifierConfig.arch)."""
     if arch == "auto":
         return "cnn" if resolution < 32 else "resnet32"
-    if arch not in ("cnn", "resnet32"):
-        raise ValueError(f"classifier.arch: unknown architecture {arch!r} (valid: auto, cnn, resnet32)")
+    if arch not in CLASSIFIER_ARCHS:
+        raise ValueError(f"classifier.arch: unknown architecture {arch!r} (valid: auto, {', '.join(CLASSIFIER_ARCHS)})")
     return arch
 
 
 def build_classifier_net(arch: str, num_classes: int, channels: int, resolution: int) -> "ClassifierNet":
     """A freshly initialised classifier network for images of ``channels`` x ``resolution`` x ``resolution``."""
-    name = resolve_arch(arch, resolution)
-    return SmallCNN(num_classes, channels) if name == "cnn" else ResNet32(num_classes, channels)
+    return CLASSIFIER_ARCHS[resolve_arch(arch, resolution)](num_classes, channels)
 
 
 class ClassifierNet(nn.Module):
@@ -109,3 +108,6 @@ class ResNet32(ClassifierNet):
 
 def _conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
+
+
+CLASSIFIER_ARCHS = {"cnn": SmallCNN, "resnet32": ResNet32}  # classifier.arch (and "auto")

@@ -149,3 +149,52 @@ def test_optuna_study_names_its_objective(sweep):
     [study] = optuna.get_all_study_summaries(f"sqlite:///{sweep['dir'] / 'optuna.db'}")
     loaded = optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{sweep['dir'] / 'optuna.db'}")
     assert loaded.metric_names == ["intra_fid"]
+
+
+def test_configs_read_back_through_ray_are_the_trained_ones(sweep):
+    """Issue #16: ``result.config["run"]["method"]["alpha"]`` returned the space's base value while the trained one
+    sat under the dotted key only."""
+    from ray.tune import ExperimentAnalysis
+
+    summary = read_json(sweep["dir"] / "summary.json")
+    analysis = ExperimentAnalysis(summary["ray_storage"])
+    configs = analysis.get_all_configs()
+    assert len(configs) == NUM_TRIALS
+    for config in configs.values():
+        dotted = {k: v for k, v in config.items() if k not in ("run", "sweep")}
+        assert dotted, config
+        for key, value in dotted.items():
+            node = config["run"]
+            for part in key.split("."):
+                node = node[part]
+            assert node == value, (key, node, value)
+
+
+def test_the_sweep_run_carries_config_best_trial_files_and_plots(sweep):
+    """Issue #16: the parent run was empty (no params, metrics, best trial, artifacts or system tags)."""
+    from mlflow.tracking import MlflowClient
+
+    summary = read_json(sweep["dir"] / "summary.json")
+    uri, parent_id = summary["mlflow"]["tracking_uri"], summary["mlflow"]["parent_run_id"]
+    client = MlflowClient(uri)
+    parent = client.get_run(parent_id)
+    params, tags, metrics = parent.data.params, parent.data.tags, parent.data.metrics
+    assert params["method.lambda"] == "loguniform[0.5, 20.0]"  # searched: its distribution, not the base 7.5
+    assert params["train.steps"] == str(MAX_STEPS) and params["search.metric"] == "intra_fid"
+    assert params["search.scheduler"] == "asha" and params["resources.max_concurrent"] == "1"
+    best = summary["best"]
+    assert tags["best_trial_id"] == best["trial_id"] and tags["status"] == "finished"
+    assert metrics["best_intra_fid"] == pytest.approx(best["metrics"]["intra_fid"])
+    assert metrics["total_steps"] == summary["total_steps"]
+    assert metrics["trials_completed"] + metrics["trials_stopped_by_asha"] == NUM_TRIALS
+    assert tags["mlflow.user"] and tags["mlflow.source.name"].endswith("tune.py")
+    files = {a.path for a in client.list_artifacts(parent_id, "sweep")}
+    assert {"sweep/summary.json", "sweep/trials.csv", "sweep/best.yaml", "sweep/space.yaml"} <= files, files
+    plots = {a.path for a in client.list_artifacts(parent_id, "sweep/plots")}
+    expected = {"metric_vs_params.png", "parallel_coordinates.png", "anytime.png", "class_counts.csv"}
+    assert {f"sweep/plots/{name}" for name in expected} <= plots, plots
+    for name in expected - {"class_counts.csv"}:
+        with open(sweep["dir"] / "plots" / name, "rb") as fh:
+            assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    counts = (sweep["dir"] / "plots" / "class_counts.csv").read_text().splitlines()
+    assert counts[0] == "class,name,train_images,group" and len(counts) == 11

@@ -31,12 +31,14 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import uuid
 from pathlib import Path
 
 from filelock import FileLock
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
 from ray import tune
 
 from imbgan_core.config import flatten
@@ -54,6 +56,7 @@ END_FLUSH_S = 10.0  # on_experiment_end waits this long for pending writes (the 
 SYNC_STALL_S = 10.0  # sync / close_sweep_runs give up when no write completed for this long (the store is down)
 # MLflow's limits per log_batch call.
 _BATCH_PARAMS, _BATCH_METRICS = 100, 1000
+_PARAM_CHARS = 6000  # MLflow's longest param value
 RUN_STATUS = {reporting.COMPLETED: "FINISHED", reporting.STOPPED: "FINISHED", reporting.DIVERGED: "FINISHED",
               reporting.ERROR: "FAILED", reporting.INTERRUPTED: "KILLED"}
 
@@ -401,7 +404,8 @@ class MlflowSweepCallback(tune.Callback):
             m.set_parent(found[0].info.run_id)
         else:
             run = client.create_run(self.experiment_id, run_name=self.sweep_name,
-                                    tags={"sweep": self.sweep_name, "sweep_key": key, **self.sweep_tags})
+                                    tags={**system_tags(), "sweep": self.sweep_name, "sweep_key": key,
+                                          **self.sweep_tags})
             m.set_parent(run.info.run_id)
         m.save()
         return 1
@@ -533,6 +537,54 @@ def load_run_map(path: Path) -> RunMap:
 def save_run_map(path: Path, run_map: RunMap | dict) -> None:
     """Atomic write of a run map (a ``RunMap`` or its dict form) to ``path``."""
     RunMap(path, run_map.to_dict() if isinstance(run_map, RunMap) else run_map).save()
+
+
+def system_tags() -> dict[str, str]:
+    """The tags MLflow's fluent API sets on a run (source, user, git commit), resolved in the driver: the client
+    API used here sets none of them."""
+    return {k: str(v) for k, v in resolve_tags().items() if k.startswith("mlflow.") and v is not None}
+
+
+def sweep_params(space) -> list[Param]:
+    """The parent run's params: the base run config (a searched key shows its distribution instead of the base
+    value no trial trains with) and the search settings."""
+    searched_keys = {d.key: d.describe().split(": ", 1)[1] for d in space.params}
+    values = {**{k: searched_keys.get(k, v) for k, v in flatten(space.run).items()}, **searched_keys}
+    values.update({f"search.{k}": v for k, v in vars(space.search).items()})
+    values.update({f"resources.{k}": v for k, v in vars(space.resources).items()})
+    return [Param(k, str(v)[:_PARAM_CHARS]) for k, v in sorted(values.items())]
+
+
+def record_sweep(tracking_uri: str, parent_run_id: str, space, summary: dict, files: list[Path]) -> int:
+    """The sweep's parent run carries the sweep (issue #16): params (base config, searched distributions, search
+    settings), the best trial's id and metrics, trial counts, and the sweep's files and plots as artifacts.
+    Params already logged (an earlier session of the sweep) are not logged again: MLflow refuses a changed param.
+    Returns the number of artifacts logged."""
+    client = MlflowClient(tracking_uri)
+    have = client.get_run(parent_run_id).data.params
+    params = [p for p in sweep_params(space) if p.key not in have]
+    for i in range(0, len(params), _BATCH_PARAMS):
+        client.log_batch(parent_run_id, params=params[i:i + _BATCH_PARAMS])
+    step = len(summary.get("sessions", [])) or 1
+    stamp = int(time.time() * 1000)
+    metrics = {f"trials_{state}": n for state, n in summary["states"].items()}
+    metrics.update(total_steps=summary["total_steps"], wall_seconds=summary["wall_seconds"])
+    tags = {"status": summary["status"]}
+    best = summary.get("best")
+    if best:
+        metrics.update({f"best_{k}": v for k, v in best["metrics"].items()})
+        tags.update(best_trial_id=best["trial_id"], best_state=best["state"], best_steps=str(best["steps"]),
+                    best_config=json.dumps(best["config"], sort_keys=True)[:_PARAM_CHARS])
+    client.log_batch(parent_run_id, metrics=[Metric(k, float(v), stamp, step) for k, v in sorted(metrics.items())],
+                     tags=[RunTag(k, v) for k, v in tags.items()])
+    logged = 0
+    for path in files:
+        path = Path(path)
+        if path.is_file():
+            client.log_artifact(parent_run_id, str(path), artifact_path="sweep" if path.parent.name != "plots"
+                                else "sweep/plots")
+            logged += 1
+    return logged
 
 
 def end_run(client: MlflowClient, run_id: str, name: str, state: str) -> None:

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from trainables import reporting
-from trainables.spaces import Space
+from trainables.spaces import Space, trained_suggestion
 
 
 def make_sampler(name: str, seed: int, n_startup_trials: int) -> optuna.samplers.BaseSampler:
@@ -43,6 +43,12 @@ class TruthfulOptunaSearch(OptunaSearch):
                          sampler=make_sampler(space.search.sampler, space.search.seed, space.search.n_startup_trials),
                          study_name=study_name, storage=storage)
         self._reported_steps: dict[str, set[int]] = {}
+        self._sweep_space = space
+
+    def suggest(self, trial_id: str):
+        """Optuna's dotted suggestion, with the run dict it trains (``spaces.trained_suggestion``)."""
+        suggestion = super().suggest(trial_id)
+        return trained_suggestion(self._sweep_space, suggestion) if isinstance(suggestion, dict) else suggestion
 
     def _setup_study(self, mode):
         """Ray creates the study; name its objective after the sweep metric (Optuna shows "Objective 0" otherwise)."""

@@ -186,6 +186,13 @@ def param_space(space: Space) -> dict:
     return {RUN_KEY: space.run, SWEEP_KEY: {"metric": space.search.metric, "mode": space.search.mode}}
 
 
+def trained_suggestion(space: Space, suggestion: dict[str, Any]) -> dict[str, Any]:
+    """A searcher's dotted suggestion plus the run dict it trains: Ray merges this into ``param_space``, so
+    ``result.config["run"]`` reads back the trial's own values (``method.alpha`` 0.2188), not the space's base
+    value (issue #16). The dotted keys stay: they are the searched columns of Ray's table and Optuna's params."""
+    return {**suggestion, RUN_KEY: apply_overrides(space.run, suggestion)}
+
+
 def searched(trial_config: dict) -> dict[str, Any]:
     """The sampled dotted-key overrides of a trial config."""
     return {k: v for k, v in trial_config.items() if k not in (RUN_KEY, SWEEP_KEY)}

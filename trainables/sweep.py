@@ -20,6 +20,7 @@ from trainables.durable import DurableFIFO, PersistentASHA
 from trainables.progress import ReportLines, status_reporter, trial_dirname
 from trainables.searcher import TruthfulOptunaSearch, park_interrupted
 from trainables.spaces import Space, param_space
+from trainables.sweep_report import write_sweep_report
 from trainables.stop_signals import StopSignals
 from trainables.summary import format_table, trial_rows, write_summary
 
@@ -99,7 +100,7 @@ def start_sweep(space: Space, args: argparse.Namespace, results: Path, folder: S
     else:
         tuner = build_tuner(space, trainable, sweep_dir, storage, [callback, ReportLines(space.search.metric)])
     context = {"tracking_uri": tracking_uri, "experiment": experiment, "run_map": run_map,
-               "experiment_path": experiment_path}
+               "experiment_path": experiment_path, "data": assets.data}
     return tuner, callback, context
 
 
@@ -137,6 +138,9 @@ def finish_sweep(space: Space, args: argparse.Namespace, folder: SweepFolder, tu
         "results_dir": str(sweep_dir), "ray_storage": context["experiment_path"],
         "mlflow": {"tracking_uri": tracking_uri, "experiment": context["experiment"],
                    "parent_run_id": mlflow_logging.load_run_map(run_map)["parent"], **mlflow_sync}})
+    plots = write_sweep_report(grid, rows, space, sweep_dir, context.get("data"), sweep_dir / "optuna.db")
+    if mlflow_sync.get("complete"):
+        record_parent_run(space, summary, sweep_dir, plots)
     print(format_table(rows, space.search.metric))
     print(f"summary: {sweep_dir / 'summary.json'} (wall {summary['wall_seconds']:.1f} s over "
           f"{len(summary['sessions'])} session(s), {summary['total_steps']} training steps)")
@@ -151,6 +155,22 @@ def finish_sweep(space: Space, args: argparse.Namespace, folder: SweepFolder, tu
         print(f"best trial {best['trial_id']}: {space.search.metric}={best['metrics'][space.search.metric]:.4g}; "
               f"samples {best['sample_grid']}; config {best['best_yaml']}")
     return 0 if best else 1
+
+
+def record_parent_run(space: Space, summary: dict, sweep_dir: Path, plots: list[Path]) -> None:
+    """The sweep's files and plots on its MLflow parent run; a store that fails now costs a warning, not the sweep
+    (``--resume`` of a finished sweep writes it again)."""
+    files = [Path(space.path), sweep_dir / "summary.json", sweep_dir / "trials.csv", sweep_dir / "best.yaml",
+             sweep_dir / "best_samples.png", *plots]
+    mlflow = summary["mlflow"]
+    try:
+        logged = mlflow_logging.record_sweep(mlflow["tracking_uri"], mlflow["parent_run_id"], space, summary, files)
+    except Exception as exc:  # the store went away after the sync: the sweep's own files are complete
+        print(f"warning: the sweep run in MLflow lacks its files and plots ({str(exc).splitlines()[0][:200]}); "
+              f"--resume writes them", flush=True)
+        return
+    print(f"MLflow: sweep run {mlflow['parent_run_id']} carries the base config, the best trial and {logged} "
+          f"file(s) (plots in {sweep_dir / 'plots'})", flush=True)
 
 
 def resume_command(args: argparse.Namespace) -> str:

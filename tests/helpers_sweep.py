@@ -165,6 +165,19 @@ def kill_leftovers(env: dict[str, str], timeout: float = 10.0) -> list[int]:
     return pids
 
 
+@contextlib.contextmanager
+def private_workdir(cache_dir, prefix: str) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A short private folder (Ray sockets) and the hermetic environment of a module's sweeps; whatever they left
+    running is killed and the folder removed afterwards."""
+    tmp = short_tmpdir(prefix)
+    env = sweep_env(Path(cache_dir), tmp / "ray")
+    try:
+        yield tmp, env
+    finally:
+        kill_leftovers(env)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _own_pids() -> list[int]:
     uid = os.getuid()
     pids = []

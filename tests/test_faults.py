@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -20,10 +19,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from helpers_sweep import (MlflowServer, cli_args, kill_leftovers, kill_tree, live_results, mlflow_runs, optuna_trials, ray_results,
-                           read_json, run_cli, short_tmpdir, space_document, split_runs, start, steps_after_resume,
-                           sweep_env, tail,
-                           wait_until, write_space)
+from helpers_sweep import (MlflowServer, cli_args, kill_tree, live_results, mlflow_runs, optuna_trials,
+                           private_workdir, ray_results, read_json, run_cli, space_document, split_runs, start,
+                           steps_after_resume, tail, wait_until, write_space)
 
 pytestmark = pytest.mark.slow
 
@@ -35,12 +33,8 @@ CORRUPT_STEPS = 140  # long enough to be killed mid-way after two checkpoints
 
 @pytest.fixture(scope="module")
 def workdir(cache_dir):
-    """A short private folder per module (Ray sockets) and the hermetic environment of its sweeps."""
-    tmp = short_tmpdir("imbf")
-    env = sweep_env(Path(cache_dir), tmp / "ray")
-    yield tmp, env
-    kill_leftovers(env)
-    shutil.rmtree(tmp, ignore_errors=True)
+    with private_workdir(cache_dir, "imbf") as folder_and_env:
+        yield folder_and_env
 
 
 def sqlite_uri(results: Path) -> str:

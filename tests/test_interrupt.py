@@ -6,7 +6,6 @@ SIGTERM to the driver's pid while its trials run, then the ``--resume`` command 
 from __future__ import annotations
 
 import shlex
-import shutil
 import signal
 import threading
 from pathlib import Path
@@ -14,8 +13,8 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from helpers_sweep import (cli_args, kill_leftovers, kill_tree, live_results, mlflow_runs, optuna_trials, read_json,
-                           run_cli, short_tmpdir, space_document, split_runs, start, steps_after_resume, sweep_env, tail,
+from helpers_sweep import (cli_args, kill_tree, live_results, mlflow_runs, optuna_trials, private_workdir,
+                           read_json, run_cli, space_document, split_runs, start, steps_after_resume, sweep_env, tail,
                            wait_until, write_space)
 
 pytestmark = pytest.mark.slow
@@ -25,11 +24,8 @@ STEPS, EVAL_EVERY = 80, 20  # ASHA's rung at 40: at the first report (step 20) A
 
 @pytest.fixture(scope="module")
 def workdir(cache_dir):
-    tmp = short_tmpdir("imbi")
-    env = sweep_env(Path(cache_dir), tmp / "ray")
-    yield tmp, env
-    kill_leftovers(env)
-    shutil.rmtree(tmp, ignore_errors=True)
+    with private_workdir(cache_dir, "imbi") as folder_and_env:
+        yield folder_and_env
 
 
 def steps_of(rows: list[dict]) -> list[int]:

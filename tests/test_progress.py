@@ -68,7 +68,10 @@ def local_ray():
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_live_table_names_the_sweep_folder_not_rays_session_folder(tmp_path, local_ray):
+def test_live_table_names_the_sweep_folder_not_rays_session_folder(tmp_path, local_ray, monkeypatch):
+    from ray.tune.utils import log
+    monkeypatch.setattr(log, "verbosity", log.Verbosity.V1_EXPERIMENT)  # the sweep's verbose=1 (an earlier
+    # Tuner in this process may have set 0, which hides the table and its "Result logdir" line)
     reporter = SweepReporter("intra_fid", ["method.lambda"], tmp_path / "my-sweep", budget=60, early_stopping=True)
     reporter.setup(start_time=0.0, total_samples=5)
     trials = some_trials(StorageContext(str(tmp_path / "ray"), "my-sweep"))

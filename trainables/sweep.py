@@ -138,7 +138,11 @@ def finish_sweep(space: Space, args: argparse.Namespace, folder: SweepFolder, tu
         "results_dir": str(sweep_dir), "ray_storage": context["experiment_path"],
         "mlflow": {"tracking_uri": tracking_uri, "experiment": context["experiment"],
                    "parent_run_id": mlflow_logging.load_run_map(run_map)["parent"], **mlflow_sync}})
-    plots = write_sweep_report(grid, rows, space, sweep_dir, context.get("data"), sweep_dir / "optuna.db")
+    try:
+        plots = write_sweep_report(grid, rows, space, sweep_dir, context.get("data"), sweep_dir / "optuna.db")
+    except Exception as exc:  # a picture must not cost the sweep its record: the summary files are written
+        print(f"warning: sweep plots not drawn ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})", flush=True)
+        plots = []
     if mlflow_sync.get("complete"):
         record_parent_run(space, summary, sweep_dir, plots)
     print(format_table(rows, space.search.metric))

@@ -119,8 +119,8 @@ def plot_parallel_coordinates(rows: list[dict], space: Space, path: Path) -> Pat
                 label=f"{row['trial_id']} ({row['state']})")
     for j, col in enumerate(columns):
         ax.axvline(j, color="0.7", lw=0.6)
-        ax.annotate(f"{min(col):.3g}", (j, -0.04), ha="center", va="top", fontsize=6)
-        ax.annotate(f"{max(col):.3g}", (j, 1.04), ha="center", va="bottom", fontsize=6)
+        for text, y, va in _axis_labels(col):
+            ax.annotate(text, (j, y), ha="center", va=va, fontsize=6)
     ax.set_xticks(range(len(columns)), [*keys, metric], fontsize=7, rotation=15)
     ax.set_yticks([])
     ax.set_ylim(-0.12, 1.12)
@@ -201,6 +201,14 @@ def _axis_value(value):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     return float(value)
+
+
+def _axis_labels(column: list) -> list[tuple[str, float, str]]:
+    """Where an axis says what its values are: every category at its place, or a number range's two ends."""
+    if any(isinstance(v, str) for v in column):
+        labels = sorted({str(v) for v in column})
+        return [(label or "''", i / max(1, len(labels) - 1), "center") for i, label in enumerate(labels)]
+    return [(f"{min(column):.3g}", -0.04, "top"), (f"{max(column):.3g}", 1.04, "bottom")]
 
 
 def _unit(column: list) -> list[float]:

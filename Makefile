@@ -28,6 +28,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 mlflow-ui: $(STAMP)
+	@echo "open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (the Model training view; each sweep prints its experiment's link)"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(RESULTS)/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:

@@ -71,8 +71,20 @@ def trial_run_name(trial_id: str, sweep_name: str, state: str | None = None) -> 
     return f"{head}{NAME_SEP}{sweep_name}"
 
 
-# MLflow 3's UI opens an experiment without this tag in its GenAI view ("Traces"); this value opens the runs table.
+# The experiment's kind, as MLflow's own experiment-kind selector records it: a model-training experiment.
 EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT = "mlflow.experimentKind", "custom_model_development"
+# MLflow 3.17's UI picks GenAI or "Model training" per browser (a stored switch, GenAI by default), not by the kind
+# tag: an experiment opened without this query showed "Traces 0" (tests/test_mlflow_ui.py, real Chromium).
+UI_TRAINING_QUERY = "workflowType=machine_learning"
+LOCAL_UI = "http://127.0.0.1:5000"  # `make mlflow-ui`
+
+
+def ui_link(tracking_uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI page of an experiment (or one of its runs) in the runs-table view. A server's own address for
+    an http(s) store; for a local store, where ``make mlflow-ui`` serves it."""
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI
+    page = f"experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{base}/#/{page}?{UI_TRAINING_QUERY}"
 
 
 def default_tracking_uri(results_dir: Path) -> str:

@@ -100,7 +100,7 @@ def start_sweep(space: Space, args: argparse.Namespace, results: Path, folder: S
     else:
         tuner = build_tuner(space, trainable, sweep_dir, storage, [callback, ReportLines(space.search.metric)])
     context = {"tracking_uri": tracking_uri, "experiment": experiment, "run_map": run_map,
-               "experiment_path": experiment_path, "data": assets.data}
+               "experiment_path": experiment_path, "data": assets.data, "experiment_id": experiment_id}
     return tuner, callback, context
 
 
@@ -137,6 +137,7 @@ def finish_sweep(space: Space, args: argparse.Namespace, folder: SweepFolder, tu
     summary = write_summary(rows, space, sweep_dir, session, {
         "results_dir": str(sweep_dir), "ray_storage": context["experiment_path"],
         "mlflow": {"tracking_uri": tracking_uri, "experiment": context["experiment"],
+                   "experiment_id": context["experiment_id"],
                    "parent_run_id": mlflow_logging.load_run_map(run_map)["parent"], **mlflow_sync}})
     try:
         plots = write_sweep_report(grid, rows, space, sweep_dir, context.get("data"), sweep_dir / "optuna.db")
@@ -175,6 +176,10 @@ def record_parent_run(space: Space, summary: dict, sweep_dir: Path, plots: list[
         return
     print(f"MLflow: sweep run {mlflow['parent_run_id']} carries the base config, the best trial and {logged} "
           f"file(s) (plots in {sweep_dir / 'plots'})", flush=True)
+    serve = "" if mlflow["tracking_uri"].startswith(("http://", "https://")) else \
+        f"`mlflow ui --backend-store-uri {mlflow['tracking_uri']} --host 127.0.0.1` (make mlflow-ui), then "
+    print(f"MLflow UI: {serve}open {mlflow_logging.ui_link(mlflow['tracking_uri'], mlflow['experiment_id'])}",
+          flush=True)
 
 
 def resume_command(args: argparse.Namespace) -> str:

@@ -205,3 +205,18 @@ def test_bad_tpe_start_up_is_rejected(tmp_path, optuna_opts, needle):
     with pytest.raises(SpaceError) as info:
         load_space(str(write(tmp_path, {"method.lambda": {"loguniform": [0.5, 20.0]}}, search=search)))
     assert needle in str(info.value)
+
+
+def test_an_ensembles_rungs_may_sit_past_its_first_member(tmp_path):
+    """Issue #16: a rung at most train.steps falls inside member 0, the same in every trial of an ensemble space
+    that searches the later members; the bound is the largest ensemble's budget (size x train.steps)."""
+    run = {**BASE_RUN, "method": {"name": "cgan"}, "ensemble": {"size": 2}}
+    ensemble = {"ensemble.size": {"randint": [1, 3]}, "ensemble.reweighting": {"choice": ["none", "B"]}}
+    search = {**SEARCH, "scheduler": {"asha": {"grace_period": 60, "reduction_factor": 2}}}
+    space = load_space(str(write(tmp_path, ensemble, run=run, search=search)))
+    assert space.search.grace_period == 60 and space.max_budget == 120
+    too_late = {**SEARCH, "scheduler": {"asha": {"grace_period": 140, "reduction_factor": 2}}}
+    with pytest.raises(SpaceError, match=r"grace_period: 140 is above the largest ensemble's budget 120"):
+        load_space(str(write(tmp_path, ensemble, run=run, search=too_late)))
+    with pytest.raises(SpaceError, match=r"grace_period: 60 is above run.train.steps=40"):  # no ensemble: steps
+        load_space(str(write(tmp_path, {"method.lambda": {"uniform": [1.0, 2.0]}}, search=search)))

@@ -234,7 +234,7 @@ def load_space(path: str, overrides: dict[str, Any] | None = None) -> Space:
     sections = {key: _section(doc, key, problems) for key in SECTIONS}
     run_dict, method = _validate_run(doc.get("run"), problems)
     params = _parse_params(sections["space"] or {}, run_dict, problems, method)
-    search = _parse_search(sections["search"] or {}, run_dict, problems)
+    search = _parse_search(sections["search"] or {}, run_dict, problems, params)
     resources = _parse_resources(sections["resources"] or {}, problems)
     if problems:
         raise SpaceError(path, problems)
@@ -450,7 +450,7 @@ RESOURCES_FIELDS = {
 }
 
 
-def _parse_search(raw: dict, run: dict | None, problems: list[str]) -> Search:
+def _parse_search(raw: dict, run: dict | None, problems: list[str], params: list[Dist] = ()) -> Search:
     values = read_fields(raw, SEARCH_FIELDS, "search", problems)
     metric, mode = values["metric"], values["mode"]
     direction = METRICS.direction(metric)
@@ -463,12 +463,12 @@ def _parse_search(raw: dict, run: dict | None, problems: list[str]) -> Search:
         better = "lower" if direction == "min" else "higher"
         problems.append(f"search.mode: {mode!r} contradicts search.metric {metric!r}, for which {better} is better "
                         f"(mode {direction!r}); a {mode} search would look for the worst trials")
-    scheduler, grace, factor = _parse_scheduler(values["scheduler"], run, problems)
+    scheduler, grace, factor = _parse_scheduler(values["scheduler"], run, problems, params)
     sampler, seed, startup = _parse_searcher(values["searcher"], problems)
     return Search(metric, mode, values["num_samples"], scheduler, grace, factor, sampler, seed, startup)
 
 
-def _parse_scheduler(raw: Any, run: dict | None, problems: list[str]):
+def _parse_scheduler(raw: Any, run: dict | None, problems: list[str], params: list[Dist] = ()):
     name, opts = _single_key(raw, "search.scheduler", SCHEDULERS, problems)
     if name != "asha":
         return name or "fifo", None, None
@@ -478,8 +478,13 @@ def _parse_scheduler(raw: Any, run: dict | None, problems: list[str]):
         return "asha", grace or 1, factor
     steps = run["train"]["steps"]
     grace = run["train"]["eval_every"] if grace is None else grace
-    if grace > steps:
-        problems.append(f"search.scheduler.asha.grace_period: {grace!r} is above run.train.steps={steps} (with "
+    sizes = [run["ensemble"]["size"], *(v for d in params if d.key == "ensemble.size" for v in _extremes(d)
+                                        if isinstance(v, int) and not isinstance(v, bool))]
+    budget = steps * int(max(sizes))  # an ensemble's trial reports size x train.steps: its rungs can sit past
+    # member 0, which is the same in every trial of a space that searches only later members' settings (issue #16)
+    if grace > budget:
+        limit = f"run.train.steps={steps}" if budget == steps else f"the largest ensemble's budget {budget}"
+        problems.append(f"search.scheduler.asha.grace_period: {grace!r} is above {limit} (with "
                         f"--max-steps below it, lower it too: --grace-period N)")
     return "asha", grace, factor
 

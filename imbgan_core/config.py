@@ -131,7 +131,7 @@ def registry(module: str, names: str, extra: tuple = ()) -> Callable[[], tuple]:
     so that a backbone, data source, profile, loss or feature space added to its registry is valid here with no
     second list (the registries import torch or scipy; this module does not)."""
     def options() -> tuple:
-        return (*extra, *importlib.import_module(module).__dict__[names])
+        return (*extra, *getattr(importlib.import_module(module), names))
     return options
 
 

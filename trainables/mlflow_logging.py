@@ -383,7 +383,7 @@ class MlflowSweepCallback(tune.Callback):
         if batch is None or all(t.done.is_set() for t in batch):
             batch = [store.writer.submit(ESSENTIAL, "sync: sweep run", lambda c: self._ensure_parent(c, store.run_map))]
             for result in result_grid:
-                trial_id = result_trial_id(result)
+                trial_id = reporting.result_trial_id(result)
                 frame = result.metrics_dataframe
                 rows = [] if frame is None else frame.to_dict("records")
                 state = reporting.final_state(result.metrics, errored=result.error is not None)
@@ -523,12 +523,6 @@ def _find_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> 
                               max_results=10, order_by=["attributes.start_time ASC"])
 
 
-def result_trial_id(result) -> str:
-    """A Ray ``Result``'s trial id: from its metrics (ids may contain ``_``), else from its folder name
-    (``trainables.progress.trial_dirname``) for a trial that never reported."""
-    return str((result.metrics or {}).get("trial_id") or Path(result.path).name.rsplit("_", 1)[-1])
-
-
 def result_records(result: dict) -> dict:
     """One report as MLflow records: numeric metrics at its ``step`` (Ray's bookkeeping left out), facts as tags."""
     step = int(result.get(reporting.STEP, result.get("training_iteration", 0)))
@@ -561,7 +555,7 @@ def sweep_params(space) -> list[Param]:
     """The parent run's params: the base run config (a searched key shows its distribution instead of the base
     value no trial trains with) and the search settings."""
     searched_keys = {d.key: d.describe().split(": ", 1)[1] for d in space.params}
-    values = {**{k: searched_keys.get(k, v) for k, v in flatten(space.run).items()}, **searched_keys}
+    values = {**flatten(space.run), **searched_keys}
     values.update({f"search.{k}": v for k, v in vars(space.search).items()})
     values.update({f"resources.{k}": v for k, v in vars(space.resources).items()})
     return [Param(k, str(v)[:_PARAM_CHARS]) for k, v in sorted(values.items())]

@@ -7,6 +7,7 @@ a trial is derived from its last report in one place, so searcher, MLflow tags a
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 STEP = "step"
 STATE = "state"
@@ -64,3 +65,9 @@ def numeric_metrics(result: dict, names) -> dict[str, float]:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             out[name] = float(value)
     return out
+
+
+def result_trial_id(result) -> str:
+    """A Ray ``Result``'s trial id: from its metrics (ids may contain ``_``), else from its folder name
+    (``trainables.progress.trial_dirname``) for a trial that never reported."""
+    return str((result.metrics or {}).get("trial_id") or Path(result.path).name.rsplit("_", 1)[-1])

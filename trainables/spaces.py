@@ -115,9 +115,7 @@ class Space:
     @property
     def max_budget(self) -> int:
         """The most steps a trial can report (ASHA's max_t): an ensemble trains size x train.steps in one trial."""
-        sizes = [self.run["ensemble"]["size"]]
-        sizes += [v for d in self.params if d.key == "ensemble.size" for v in _extremes(d)]
-        return self.max_steps * int(max(sizes))
+        return largest_budget(self.run, self.params)
 
     @property
     def method_names(self) -> list[str]:
@@ -478,15 +476,21 @@ def _parse_scheduler(raw: Any, run: dict | None, problems: list[str], params: li
         return "asha", grace or 1, factor
     steps = run["train"]["steps"]
     grace = run["train"]["eval_every"] if grace is None else grace
-    sizes = [run["ensemble"]["size"], *(v for d in params if d.key == "ensemble.size" for v in _extremes(d)
-                                        if isinstance(v, int) and not isinstance(v, bool))]
-    budget = steps * int(max(sizes))  # an ensemble's trial reports size x train.steps: its rungs can sit past
+    budget = largest_budget(run, params)  # an ensemble's trial reports size x train.steps: its rungs can sit past
     # member 0, which is the same in every trial of a space that searches only later members' settings (issue #16)
     if grace > budget:
         limit = f"run.train.steps={steps}" if budget == steps else f"the largest ensemble's budget {budget}"
         problems.append(f"search.scheduler.asha.grace_period: {grace!r} is above {limit} (with "
                         f"--max-steps below it, lower it too: --grace-period N)")
     return "asha", grace, factor
+
+
+def largest_budget(run: dict, params) -> int:
+    """train.steps x the largest ensemble size the space can sample (an ensemble trains its members in sequence);
+    sizes that are not integers are left to the distribution checks."""
+    sizes = [run["ensemble"]["size"], *(v for d in params if d.key == "ensemble.size" for v in _extremes(d)
+                                        if isinstance(v, int) and not isinstance(v, bool))]
+    return int(run["train"]["steps"]) * int(max(sizes))
 
 
 def _parse_searcher(raw: Any, problems: list[str]):

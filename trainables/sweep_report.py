@@ -39,9 +39,8 @@ def trial_histories(result_grid, metric: str) -> list[dict]:
         rows = [] if frame is None else frame.to_dict("records")
         reports = [(float(r.get("timestamp", 0.0)), int(r[reporting.STEP]), float(r[metric])) for r in rows
                    if r.get(metric) is not None and r.get(reporting.STEP) is not None and _finite(r.get(metric))]
-        last = result.metrics or {}
-        histories.append({"trial_id": str(last.get("trial_id") or Path(result.path).name),
-                          "state": reporting.final_state(last, errored=result.error is not None),
+        histories.append({"trial_id": reporting.result_trial_id(result),
+                          "state": reporting.final_state(result.metrics, errored=result.error is not None),
                           "reports": reports})
     return histories
 

@@ -322,6 +322,8 @@ class EnsembleConfig:
     generator_weights: list[float] | None = _f(None, help="sampling weight per member (None = uniform)")
     samples_per_class: int = _f(100, min=1, help="generated images per class and previous member for Algorithm 1's "
                                                  "distances (Slim 2020 Sec. 5.2 used 50k = 5k per class)")
+    reuse_members: bool = _f(True, help="a sweep trial loads a member that another trial already trained from the "
+                                        "same inputs instead of retraining it (docs/sweeps.md#ensemble-members)")
 
 
 @dataclass

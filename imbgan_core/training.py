@@ -11,6 +11,7 @@ import contextlib
 import copy
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -329,14 +330,18 @@ class Run:
             "rng": {"noise": self.noise_gen.get_state(), "augment": self.augment_gen.get_state()},
         }
 
+    def close(self) -> None:
+        """Nothing to release: the trial loop's hook for trainees that hold something (an Ensemble's member claims)."""
+
     def save(self, directory) -> Path:
         """Write ``checkpoint.pt`` into ``directory`` atomically (temporary file + rename)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         return atomic_write(directory / CHECKPOINT_FILE, lambda tmp: torch.save(self.state_dict(), tmp))
 
-    def load(self, directory) -> None:
-        """Restore everything ``save`` wrote; the stored config must equal this run's except ``train.steps``."""
+    def load(self, directory, ignore: Sequence[str] = ()) -> None:
+        """Restore everything ``save`` wrote; the stored config must equal this run's except ``train.steps`` and the
+        dotted keys in ``ignore`` (an ensemble member loaded from another trial: imbgan_core.ensemble.member_cache)."""
         path = Path(directory) / CHECKPOINT_FILE
         if not path.is_file():
             raise CheckpointError(f"{path}: no checkpoint file")
@@ -346,7 +351,7 @@ class Run:
             raise CheckpointError(f"{path}: unreadable or corrupt checkpoint ({type(exc).__name__}: {exc})") from None
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{path}: not an imbgan checkpoint of format {CHECKPOINT_FORMAT}")
-        differences = config_differences(state["config"], self.cfg.to_dict())
+        differences = config_differences(state["config"], self.cfg.to_dict(), ignore)
         if differences:
             raise CheckpointError(f"{path}: checkpoint config differs from this run's in "
                                   + ", ".join(differences))
@@ -365,8 +370,10 @@ class Run:
         self._standing_step = None
 
 
-def config_differences(saved: dict, current: dict) -> list[str]:
-    """Dotted keys whose values differ between two config dicts, ignoring ``train.steps`` (a resume may extend)."""
+def config_differences(saved: dict, current: dict, ignore: Sequence[str] = ()) -> list[str]:
+    """Dotted keys whose values differ between two config dicts, ignoring ``train.steps`` (a resume may extend)
+    and ``ignore``."""
     a, b = flatten(saved), flatten(current)
+    skip = {"train.steps", *ignore}
     return sorted(f"{k} ({a.get(k)!r} != {b.get(k)!r})" for k in set(a) | set(b)
-                  if k != "train.steps" and a.get(k) != b.get(k))
+                  if k not in skip and a.get(k) != b.get(k))

@@ -57,7 +57,8 @@ SYNC_STALL_S = 10.0  # sync / close_sweep_runs give up when no write completed f
 # MLflow's limits per log_batch call.
 _BATCH_PARAMS, _BATCH_METRICS = 100, 1000
 _PARAM_CHARS = 6000  # MLflow's longest param value
-RUN_STATUS = {reporting.COMPLETED: "FINISHED", reporting.STOPPED: "FINISHED", reporting.DIVERGED: "FINISHED",
+RUN_STATUS = {reporting.COMPLETED: "FINISHED", reporting.STOPPED: "FINISHED", reporting.STOPPED_BY_BUDGET: "FINISHED",
+              reporting.DIVERGED: "FINISHED",
               reporting.ERROR: "FAILED", reporting.INTERRUPTED: "KILLED"}
 
 
@@ -556,7 +557,8 @@ def sweep_params(space) -> list[Param]:
     value no trial trains with) and the search settings."""
     searched_keys = {d.key: d.describe().split(": ", 1)[1] for d in space.params}
     values = {**flatten(space.run), **searched_keys}
-    values.update({f"search.{k}": v for k, v in vars(space.search).items()})
+    values.update({f"search.{k}": v for k, v in vars(space.search).items() if k != "budget"})
+    values.update({f"search.budget.{k}": v for k, v in space.search.budget.to_dict().items()})
     values.update({f"resources.{k}": v for k, v in vars(space.resources).items()})
     return [Param(k, str(v)[:_PARAM_CHARS]) for k, v in sorted(values.items())]
 
@@ -574,8 +576,9 @@ def record_sweep(tracking_uri: str, parent_run_id: str, space, summary: dict, fi
     step = len(summary.get("sessions", [])) or 1
     stamp = int(time.time() * 1000)
     metrics = {f"trials_{state}": n for state, n in summary["states"].items()}
-    metrics.update(total_steps=summary["total_steps"], wall_seconds=summary["wall_seconds"])
-    tags = {"status": summary["status"]}
+    metrics.update(total_steps=summary["total_steps"], total_steps_trained=summary["total_steps_trained"],
+                   wall_seconds=summary["wall_seconds"])
+    tags = {"status": summary["status"], "budget_exhausted": str(summary["budget"]["exhausted"]).lower()}
     best = summary.get("best")
     if best:
         metrics.update({f"best_{k}": v for k, v in best["metrics"].items()})

@@ -54,13 +54,13 @@ def quiet_trial_logs() -> None:
 
 
 def status_reporter(metric: str, searched_keys: list[str], sweep_dir: Path | None = None, budget: int = 0,
-                    early_stopping: bool = False) -> "SweepReporter":
+                    early_stopping: bool = False, step_budget: int | None = None) -> "SweepReporter":
     """Ray's trial table with the searched parameters and the headline metrics only (not the whole run config).
 
     No ``state`` column: a trial ASHA stopped keeps its last reported state ("running") there, which contradicts
     Ray's own TERMINATED; the final table (summary) shows completed / stopped_by_asha / diverged / error.
     """
-    return SweepReporter(metric, searched_keys, sweep_dir, budget, early_stopping)
+    return SweepReporter(metric, searched_keys, sweep_dir, budget, early_stopping, step_budget)
 
 
 class StepRate:
@@ -80,14 +80,17 @@ class StepRate:
 
 
 def sweep_progress(trials: list, total: int | None, budget: int, rate: StepRate, early_stopping: bool,
-                   now: float | None = None) -> str:
+                   now: float | None = None, step_budget: int | None = None) -> str:
     """``trials: 3/8 done (2 completed, 1 stopped_by_asha), 1 running, 4 pending | 3.4 steps/s | ETA <= 5m50s``.
 
     The ETA assumes every unfinished trial trains to ``budget`` at the pace seen so far: with ASHA an upper bound.
+    With a sweep step budget (``step_budget``) the line adds ``budget: 3200/8000 steps`` and the ETA is at most the
+    budget's rest; a budget-bound sweep (no trial count) shows ``3/? done``.
     """
     ended = [t for t in trials if t.status in (Trial.TERMINATED, Trial.ERROR)]
     running = sum(t.status == Trial.RUNNING for t in trials)
-    unstarted = max(0, (total or 0) - len(trials)) if total and total < sys.maxsize else 0
+    bounded = bool(total) and 0 < total < sys.maxsize
+    unstarted = max(0, total - len(trials)) if bounded else 0
     pending = len(trials) - len(ended) - running + unstarted
     states = collections.Counter(reporting.final_state(t.last_result, errored=t.status == Trial.ERROR)
                                  for t in ended)
@@ -95,11 +98,17 @@ def sweep_progress(trials: list, total: int | None, budget: int, rate: StepRate,
     steps = {t.trial_id: int((t.last_result or {}).get(reporting.STEP, 0) or 0) for t in trials}
     per_second = rate.observe(sum(steps.values()), now)
     left = unstarted * budget + sum(max(0, budget - steps[t.trial_id]) for t in trials if t not in ended)
+    spent_text = ""
+    if step_budget is not None:
+        spent = sum(int((t.last_result or {}).get(reporting.STEPS_TRAINED, steps[t.trial_id]) or 0) for t in trials)
+        rest = max(0, step_budget - spent)
+        left = min(left, rest) if bounded else rest
+        spent_text = f"budget: {spent}/{step_budget} steps | "
     eta = format_duration(left / per_second) if per_second else "?"
-    return (f"trials: {len(ended)}/{total or len(trials)} done{f' ({breakdown})' if breakdown else ''}, "
+    return (f"trials: {len(ended)}/{total if bounded else '?'} done{f' ({breakdown})' if breakdown else ''}, "
             f"{running} running, {pending} pending | "
-            f"{f'{per_second:.2f}' if per_second else '?'} steps/s | "
-            f"ETA {'<= ' if early_stopping and left else ''}{eta}")
+            f"{f'{per_second:.2f}' if per_second else '?'} steps/s | {spent_text}"
+            f"ETA {'<= ' if (early_stopping or step_budget is not None) and left else ''}{eta}")
 
 
 class SweepReporter(tune.CLIReporter):
@@ -107,10 +116,11 @@ class SweepReporter(tune.CLIReporter):
     Ray's ``Result logdir:`` names its temporary session folder, not where the results are."""
 
     def __init__(self, metric: str, searched_keys: list[str], sweep_dir: Path | None, budget: int,
-                 early_stopping: bool):
+                 early_stopping: bool, step_budget: int | None = None):
         super().__init__(parameter_columns=searched_keys, metric_columns=[reporting.STEP, metric],
                          max_report_frequency=30)
         self.sweep_dir, self.budget, self.early_stopping = sweep_dir, budget, early_stopping
+        self.step_budget = step_budget
         self.step_rate = StepRate()
 
     def setup(self, *args, **kwargs):
@@ -130,7 +140,8 @@ class SweepReporter(tune.CLIReporter):
                 seen_logdir = True
                 continue
             lines.append(line)
-        progress = sweep_progress(trials, self._total_samples, self.budget, self.step_rate, self.early_stopping)
+        progress = sweep_progress(trials, self._total_samples, self.budget, self.step_rate, self.early_stopping,
+                                  step_budget=self.step_budget)
         lines.insert(min(2, len(lines)), progress)  # under "== Status ==" and the time line
         return "\n".join(lines)
 

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 STEP = "step"
+STEPS_TRAINED = "steps_trained"  # an ensemble's own training steps (step counts members reused from other trials)
 STATE = "state"
 ARTIFACTS_DIR = "artifacts"  # inside a reported checkpoint: files to upload to MLflow
 SAMPLE_GRID = "samples.png"
@@ -26,7 +27,9 @@ TAGS = (*FACTS, *EVAL_FACTS, DIVERGED_REASON)  # report keys recorded as MLflow 
 
 RUNNING, COMPLETED, STOPPED, DIVERGED, ERROR = "running", "completed", "stopped_by_asha", "diverged", "error"
 INTERRUPTED = "interrupted"  # the sweep stopped (Ctrl-C, SIGTERM) before the trial ended; ``--resume`` continues it
-FINAL_STATES = (COMPLETED, STOPPED, DIVERGED, ERROR, INTERRUPTED)
+STOPPED_BY_BUDGET = "stopped_by_budget"  # the sweep's step or time budget ran out (trainables.budget)
+FINAL_STATES = (COMPLETED, STOPPED, STOPPED_BY_BUDGET, DIVERGED, ERROR, INTERRUPTED)
+EARLY_STOPPED = (STOPPED, STOPPED_BY_BUDGET)  # ended below the full budget with a usable score
 DONE = "done"  # Ray sets it on the last result of a trial that ended (scheduler stop or the trainable returned)
 
 # A diverged trial reports this instead of inf/NaN: Optuna's ``tell`` rejects non-finite values, and a large
@@ -40,11 +43,13 @@ def diverged_value(mode: str) -> float:
 
 
 def final_state(last_result: dict | None, errored: bool = False) -> str:
-    """completed / stopped_by_asha / diverged / error / interrupted for a trial, from its last result.
+    """completed / stopped_by_asha / stopped_by_budget / diverged / error / interrupted for a trial, from its last
+    result.
 
     A trainable marks its last report ``completed`` (its own budget: an ensemble's is size x train.steps) or
     ``diverged``, and a restored trial already at its budget reports its final result again (trainables.trial), so a
     trial only ends on a ``running`` report when the scheduler stopped it: Ray then sets ``done`` on that result.
+    The budget stopper relabels the report it stops a trial on (trainables.budget).
     A ``running`` report without ``done`` (or no report at all) means the trial never ended: the sweep was
     interrupted around it (issue #12: Ctrl-C used to be recorded as ASHA stops).
     """
@@ -52,7 +57,7 @@ def final_state(last_result: dict | None, errored: bool = False) -> str:
         return ERROR
     if not last_result:
         return INTERRUPTED
-    if last_result.get(STATE) in (COMPLETED, DIVERGED):
+    if last_result.get(STATE) in (COMPLETED, DIVERGED, STOPPED_BY_BUDGET):
         return last_result[STATE]
     return STOPPED if last_result.get(DONE) else INTERRUPTED
 

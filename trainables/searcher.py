@@ -17,9 +17,11 @@ from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from trainables import reporting
+from trainables.budget import BudgetLedger
 from trainables.spaces import Space, trained_suggestion
 
 
@@ -37,16 +39,22 @@ def make_sampler(name: str, seed: int, n_startup_trials: int) -> optuna.samplers
 class TruthfulOptunaSearch(OptunaSearch):
     """OptunaSearch over ``space.suggest`` (define-by-run), recording ASHA stops as PRUNED; see module docstring."""
 
-    def __init__(self, space: Space, study_db: Path, study_name: str):
+    def __init__(self, space: Space, study_db: Path, study_name: str, budget: BudgetLedger | None = None):
         storage = optuna.storages.RDBStorage(f"sqlite:///{Path(study_db).resolve()}")
         super().__init__(space=space.suggest, metric=space.search.metric, mode=space.search.mode,
                          sampler=make_sampler(space.search.sampler, space.search.seed, space.search.n_startup_trials),
                          study_name=study_name, storage=storage)
         self._reported_steps: dict[str, set[int]] = {}
         self._sweep_space = space
+        self._budget = budget
 
     def suggest(self, trial_id: str):
-        """Optuna's dotted suggestion, with the run dict it trains (``spaces.trained_suggestion``)."""
+        """Optuna's dotted suggestion, with the run dict it trains (``spaces.trained_suggestion``); FINISHED once
+        the sweep's budget is spent (trainables.budget)."""
+        if self._budget is not None:
+            self._budget.refresh()
+            if self._budget.exhausted():
+                return Searcher.FINISHED
         suggestion = super().suggest(trial_id)
         return trained_suggestion(self._sweep_space, suggestion) if isinstance(suggestion, dict) else suggestion
 
@@ -90,7 +98,7 @@ class TruthfulOptunaSearch(OptunaSearch):
             self._report_intermediate(trial_id, result)
         ot_trial.set_user_attr("ray_trial_id", trial_id)
         ot_trial.set_user_attr("final_state", state)
-        if state == reporting.STOPPED:
+        if state in reporting.EARLY_STOPPED:
             self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
         elif state == reporting.ERROR:
             self._ot_study.tell(ot_trial, state=TrialState.FAIL)

@@ -18,6 +18,7 @@ from typing import Any
 from imbgan_core.config import (SEED_MAX, ConfigError, Param, RunConfig, apply_overrides, field_spec, flatten,
                                 load_yaml, method_params, read_fields, valid_keys)
 from imbgan_core.metrics.catalog import METRICS
+from trainables.budget import Budget, parse_duration
 from imbgan_core.training import run_config_problems
 
 TOP_LEVEL_KEYS = ("name", "run", "space", "search", "resources")
@@ -84,6 +85,12 @@ class Search:
     sampler: str
     seed: int
     n_startup_trials: int  # TPE's random start-up (OPTUNA_FIELDS); spaces with few trials set it lower
+    budget: Budget = Budget()  # steps over all trials / wall time; num_samples None: trials until it is spent
+
+    @property
+    def ray_num_samples(self) -> int:
+        """Ray's ``num_samples``: -1 (no limit: the budget ends the sweep) when num_samples is None."""
+        return -1 if self.num_samples is None else self.num_samples
 
 
 @dataclass(frozen=True)
@@ -149,15 +156,24 @@ class Space:
         if s.sampler == "tpe":
             lines.append(f"  TPE samples the first {s.n_startup_trials} trials at random"
                          + ("; with num_samples <= that, the whole sweep is random search (lower "
-                            "search.searcher.optuna.n_startup_trials)" if s.n_startup_trials >= s.num_samples else ""))
+                            "search.searcher.optuna.n_startup_trials)" if s.n_startup_trials >= (s.num_samples or math.inf) else ""))
         if s.scheduler == "asha":
             rungs = asha_rungs(s.grace_period, s.reduction_factor, self.max_budget)
             lines.append(f"scheduler: ASHA on steps, rungs at {rungs}, reduction factor {s.reduction_factor}")
         else:
             lines.append("scheduler: FIFO (every trial runs the full budget)")
         train = self.run["train"]
-        lines.append(f"trials: {s.num_samples} x up to {self.max_budget} steps, evaluation every "
-                     f"{train['eval_every']} steps (at most {s.num_samples * self.max_budget} steps in all)")
+        if s.num_samples is not None:
+            lines.append(f"trials: {s.num_samples} x up to {self.max_budget} steps, evaluation every "
+                         f"{train['eval_every']} steps (at most {s.num_samples * self.max_budget} steps in all)")
+        else:
+            lines.append(f"trials: as many as the budget allows, each up to {self.max_budget} steps, evaluation "
+                         f"every {train['eval_every']} steps")
+        if s.budget:
+            limits = [f"{s.budget.steps} training steps over all trials" if s.budget.steps is not None else "",
+                      f"{s.budget.seconds:g} s of wall time" if s.budget.seconds is not None else ""]
+            lines.append(f"budget: {' and '.join(x for x in limits if x)}; when spent, no new trial starts and "
+                         f"trials in flight stop at their next evaluation (stopped_by_budget)")
         lines.append(f"resources per trial: {r.cpus_per_trial} CPU, {r.gpus_per_trial} GPU; "
                      f"max concurrent: {r.max_concurrent or 'as resources allow'}")
         lines.append(f"method(s): {', '.join(self.method_names)}; dataset: {self.run['dataset']['source']} "
@@ -427,9 +443,14 @@ def _methods_for(dist: Dist, run: dict, earlier: list[Dist]) -> list[str]:
 SEARCH_FIELDS = {
     "metric": Param("intra_fid", str, ref="a scalar key of a group in run.eval.metrics (docs/metrics.md)"),
     "mode": Param("min", str, choices=("min", "max"), ref="must match the metric's direction"),
-    "num_samples": Param(8, int, 1, ref="trials to run"),
+    "num_samples": Param(8, int, 1, nullable=True, ref="trials to run; null: as many as the budget allows"),
+    "budget": Param(None, object, ref="{steps: N, time: DURATION}: training steps over all trials, wall time"),
     "scheduler": Param("fifo", object, ref="fifo | asha | {asha: {grace_period, reduction_factor}}"),
     "searcher": Param("optuna", object, ref="optuna | {optuna: {sampler, seed, n_startup_trials}}"),
+}
+BUDGET_FIELDS = {
+    "steps": Param(None, int, 1, nullable=True, ref="training steps summed over all trials (trainables.budget)"),
+    "time": Param(None, object, nullable=True, ref="the sweep's wall time over all sessions: 90s, 20m, 1h30m"),
 }
 ASHA_FIELDS = {
     "grace_period": Param(None, int, 1, nullable=True, ref="first rung in steps; default run.train.eval_every"),
@@ -463,7 +484,23 @@ def _parse_search(raw: dict, run: dict | None, problems: list[str], params: list
                         f"(mode {direction!r}); a {mode} search would look for the worst trials")
     scheduler, grace, factor = _parse_scheduler(values["scheduler"], run, problems, params)
     sampler, seed, startup = _parse_searcher(values["searcher"], problems)
-    return Search(metric, mode, values["num_samples"], scheduler, grace, factor, sampler, seed, startup)
+    budget = _parse_budget(values["budget"], problems)
+    if values["num_samples"] is None and not budget:
+        problems.append("search.num_samples: null (as many trials as the budget allows) needs search.budget.steps "
+                        "or search.budget.time (--budget-steps, --time-budget)")
+    return Search(metric, mode, values["num_samples"], scheduler, grace, factor, sampler, seed, startup, budget)
+
+
+def _parse_budget(raw: Any, problems: list[str]) -> Budget:
+    """``search.budget``: ``steps`` (training steps summed over trials) and ``time`` (``20m``, ``1h30m``, seconds)."""
+    values = read_fields(raw, BUDGET_FIELDS, "search.budget", problems)
+    seconds = None
+    if values["time"] is not None:
+        try:
+            seconds = parse_duration(values["time"])
+        except ValueError as exc:
+            problems.append(f"search.budget.time: {exc}")
+    return Budget(values["steps"], seconds)
 
 
 def _parse_scheduler(raw: Any, run: dict | None, problems: list[str], params: list[Dist] = ()):

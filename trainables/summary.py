@@ -38,6 +38,8 @@ def trial_rows(result_grid, space: Space) -> list[dict]:
             "trial_id": last.get("trial_id") or Path(result.path).name,
             "state": reporting.final_state(last, errored=errored),
             "steps": int(last.get(reporting.STEP, 0)),
+            # what the trial trained itself: less than steps when an ensemble reused another trial's members
+            "steps_trained": int(last.get(reporting.STEPS_TRAINED, last.get(reporting.STEP, 0))),
             "config": searched(result.config or {}),
             "metrics": reporting.numeric_metrics(last, names),
             "train_seconds": float(last.get("time_total_s", 0.0)),
@@ -60,7 +62,7 @@ def _reproducible(run_config: dict, last: dict) -> dict:
 
 def _sort_key(row: dict, metric: str, mode: str) -> tuple:
     value = row["metrics"].get(metric)
-    usable = row["state"] in (reporting.COMPLETED, reporting.STOPPED) and value is not None and math.isfinite(value)
+    usable = row["state"] in (reporting.COMPLETED, *reporting.EARLY_STOPPED) and value is not None and math.isfinite(value)
     score = (value if mode == "min" else -value) if usable else math.inf
     return (not usable, row["state"] != reporting.COMPLETED, score)
 
@@ -72,11 +74,13 @@ def write_summary(rows: list[dict], space: Space, sweep_dir: Path, session: dict
     ``finished`` (interrupted) writes no best.yaml."""
     sessions = [*previous_sessions(sweep_dir), session]
     finished = session["outcome"] == "finished"
-    best = next((r for r in rows if r["state"] in (reporting.COMPLETED, reporting.STOPPED)
+    best = next((r for r in rows if r["state"] in (reporting.COMPLETED, *reporting.EARLY_STOPPED)
                  and space.search.metric in r["metrics"]), None) if finished else None
     summary = {
         "sweep": space.name, "space": space.path, "metric": space.search.metric, "mode": space.search.mode,
         "status": session["outcome"], "max_budget": space.max_budget, "total_steps": sum(r["steps"] for r in rows),
+        "total_steps_trained": sum(r["steps_trained"] for r in rows),
+        "budget": budget_record(space, sum(r["steps_trained"] for r in rows), sum(s["wall_seconds"] for s in sessions)),
         "states": {s: sum(r["state"] == s for r in rows) for s in reporting.FINAL_STATES},
         "best": None, "wall_seconds": round(sum(s["wall_seconds"] for s in sessions), 1),
         "driver_cpu_seconds": round(sum(s["driver_cpu_seconds"] for s in sessions), 1), "sessions": sessions,
@@ -95,6 +99,15 @@ def write_summary(rows: list[dict], space: Space, sweep_dir: Path, session: dict
     atomic_write_text(sweep_dir / "summary.json", json.dumps(summary, indent=1, default=str))
     _write_csv(rows, sweep_dir / "trials.csv")
     return summary
+
+
+def budget_record(space: Space, steps_spent: int, seconds_spent: float) -> dict:
+    """The sweep's budget (None: no limit of that kind), what it spent, and whether that was all of it."""
+    budget = space.search.budget
+    exhausted = (budget.steps is not None and steps_spent >= budget.steps) or (
+        budget.seconds is not None and seconds_spent >= budget.seconds)
+    return {**budget.to_dict(), "steps_spent": steps_spent, "seconds_spent": round(seconds_spent, 1),
+            "exhausted": bool(exhausted)}
 
 
 def previous_sessions(sweep_dir: Path) -> list[dict]:
@@ -117,9 +130,10 @@ def _write_csv(rows: list[dict], path: Path) -> None:
     metric_names = sorted({k for r in rows for k in r["metrics"]})
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["trial_id", "state", "steps", *config_keys, *metric_names, "train_seconds"])
+        writer.writerow(["trial_id", "state", "steps", "steps_trained", *config_keys, *metric_names, "train_seconds"])
         for r in rows:
-            writer.writerow([r["trial_id"], r["state"], r["steps"], *(r["config"].get(k, "") for k in config_keys),
+            writer.writerow([r["trial_id"], r["state"], r["steps"], r["steps_trained"],
+                             *(r["config"].get(k, "") for k in config_keys),
                              *(r["metrics"].get(k, "") for k in metric_names), f"{r['train_seconds']:.1f}"])
 
 

@@ -16,6 +16,7 @@ from imbgan_core.config import ConfigError
 from trainables import mlflow_logging, reporting
 from trainables.assets import prepare_sweep_assets
 from trainables.claim import ClaimError, SweepFolder, claim_sweep_dir
+from trainables.budget import BudgetLedger, BudgetStopper
 from trainables.durable import DurableFIFO, PersistentASHA
 from trainables.progress import ReportLines, status_reporter, trial_dirname
 from trainables.searcher import TruthfulOptunaSearch, park_interrupted
@@ -27,6 +28,8 @@ from trainables.summary import format_table, trial_rows, write_summary
 AUTO_GPU_SHARE = 0.25  # 'auto': 4 trials per GPU when the cluster has GPUs (issue #5)
 RUN_MAP = "mlflow_runs.json"
 ASHA_STATE = "asha_state.json"  # trainables.durable.PersistentASHA
+BUDGET_STATE = "budget_state.json"  # trainables.budget.BudgetLedger
+MEMBER_CACHE = ".member_cache"  # under the storage path: ensemble members shared between trials
 # A trial whose process dies (OOM kill, preempted node, lost worker) restarts from its last checkpoint up to this
 # many times (issue #7); a deterministic error costs at most this many extra attempts.
 TRIAL_RESTARTS = 2
@@ -79,9 +82,11 @@ def start_sweep(space: Space, args: argparse.Namespace, results: Path, folder: S
         connect_ray(args.address)
     gpus = resolve_gpus(space.resources.gpus_per_trial)
     experiment_id = mlflow_logging.prepare_store(tracking_uri, experiment, results / "mlartifacts")
-    print(f"sweep {sweep_dir.name}: {space.search.num_samples} trials, {space.resources.cpus_per_trial} CPU + "
+    trials = space.search.num_samples if space.search.num_samples is not None else "budget-bound"
+    print(f"sweep {sweep_dir.name}: {trials} trials, {space.resources.cpus_per_trial} CPU + "
           f"{gpus} GPU each; results in {sweep_dir}; MLflow {tracking_uri} (experiment {experiment!r})", flush=True)
-    trainable = tune.with_resources(tune.with_parameters(trainable_fn, assets=assets),
+    trainable = tune.with_resources(tune.with_parameters(trainable_fn, assets=assets, **trainable_extras(space,
+                                                                                                           storage)),
                                     {"cpu": space.resources.cpus_per_trial, "gpu": gpus})
     run_map = sweep_dir / RUN_MAP
     # A fresh sweep logs through this callback; a resumed one through the callback restored with Ray's experiment
@@ -92,6 +97,8 @@ def start_sweep(space: Space, args: argparse.Namespace, results: Path, folder: S
                     "n_startup_trials": str(space.search.n_startup_trials if space.search.sampler == "tpe" else 0),
                     "scheduler": space.search.scheduler, "metric": space.search.metric})
     experiment_path = f"{storage.rstrip('/')}/{sweep_dir.name}"
+    if space.search.budget:  # this session's clock starts here: Ray is up, trials are about to start
+        BudgetLedger(sweep_dir / BUDGET_STATE, space.search.budget).start_session()
     if args.resume:  # searcher and callbacks (with the MLflow run map) come back from the experiment state
         # param_space again: new trials after the resume must carry the constant `run` / `sweep` keys even when the
         # saved experiment state predates the first trial (a kill during Ray's first state sync).
@@ -148,7 +155,7 @@ def finish_sweep(space: Space, args: argparse.Namespace, folder: SweepFolder, tu
         record_parent_run(space, summary, sweep_dir, plots)
     print(format_table(rows, space.search.metric))
     print(f"summary: {sweep_dir / 'summary.json'} (wall {summary['wall_seconds']:.1f} s over "
-          f"{len(summary['sessions'])} session(s), {summary['total_steps']} training steps)")
+          f"{len(summary['sessions'])} session(s), {summary['total_steps_trained']} training steps)")
     if interrupted:
         unfinished = summary["states"][reporting.INTERRUPTED]
         print(f"{signals.name}: sweep {sweep_dir.name} interrupted with {unfinished} unfinished trial(s); no "
@@ -237,17 +244,20 @@ def build_tuner(space: Space, trainable, sweep_dir: Path, storage: str, callback
                                    reduction_factor=s.reduction_factor)
     else:
         scheduler = DurableFIFO()
-    searcher = TruthfulOptunaSearch(space, sweep_dir / "optuna.db", study_name=sweep_dir.name)
+    budget = s.budget or None
+    searcher = TruthfulOptunaSearch(space, sweep_dir / "optuna.db", study_name=sweep_dir.name,
+                                    budget=budget and BudgetLedger(sweep_dir / BUDGET_STATE, s.budget))
     return tune.Tuner(
         trainable,
         param_space=param_space(space),
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s.num_samples,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s.ray_num_samples,
                                     max_concurrent_trials=space.resources.max_concurrent, reuse_actors=True,
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=sweep_dir.name, storage_path=storage, callbacks=callbacks, verbose=1,
+            stop=budget and BudgetStopper(BudgetLedger(sweep_dir / BUDGET_STATE, s.budget)),
             progress_reporter=status_reporter(s.metric, [d.key for d in space.params], sweep_dir, space.max_budget,
-                                              early_stopping=s.scheduler == "asha"),
+                                              early_stopping=s.scheduler == "asha", step_budget=s.budget.steps),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=TRIAL_RESTARTS)),
     )
@@ -260,10 +270,22 @@ def resolve_gpus(value) -> float:
     return AUTO_GPU_SHARE if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
+def trainable_extras(space: Space, storage: str) -> dict:
+    """The ensemble trainable's member cache: under a POSIX storage path, where every node sees it (a shared mount
+    on a cluster); with a cloud URI each node keeps its own in its imbgan cache (imbgan_core.ensemble.member_cache).
+    Cached members are content-hashed, so sweeps sharing a storage path share them too."""
+    if not is_ensemble(space):
+        return {}
+    return {"member_cache": None if "://" in storage else str(Path(storage) / MEMBER_CACHE)}
+
+
+def is_ensemble(space: Space) -> bool:
+    return space.run["ensemble"]["size"] > 1 or any(d.key.startswith("ensemble.") for d in space.params)
+
+
 def pick_trainable(space: Space):
     """The ensemble trainable when the run or the space involves an ensemble, else the single-GAN trainable."""
-    ensemble = space.run["ensemble"]["size"] > 1 or any(d.key.startswith("ensemble.") for d in space.params)
-    if not ensemble:
+    if not is_ensemble(space):
         from trainables.gan import train_gan
         return train_gan
     try:

@@ -27,6 +27,7 @@ from trainables.spaces import Space, asha_rungs  # noqa: E402
 
 PLOTS_DIR = "plots"
 MARKERS = {reporting.COMPLETED: ("o", "completed"), reporting.STOPPED: ("x", "stopped by ASHA"),
+           reporting.STOPPED_BY_BUDGET: ("D", "stopped by budget"),
            reporting.DIVERGED: ("^", "diverged"), reporting.ERROR: ("s", "error"),
            reporting.INTERRUPTED: ("v", "interrupted")}
 

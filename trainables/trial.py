@@ -47,6 +47,7 @@ class Trainee(Protocol):
     def save(self, directory): ...
     def load(self, directory) -> None: ...
     def save_sample_grid(self, path, per_class: int = 8): ...
+    def close(self) -> None: ...
 
 
 # The per-trainable extras: keys added to every report, and files added to every checkpoint's artifacts.
@@ -69,7 +70,15 @@ def run_trial(config: dict, assets, build: Callable[..., Trainee], extras: Extra
     cfg = trial_run_config(config)
     device = trial_device(cfg.train.threads)
     trainee = build(cfg, device)
-    facts = trial_facts(device, started)
+    try:
+        train_and_report(trainee, config, cfg, assets, trial_facts(device, started), extras, extra_artifacts)
+    finally:  # also when Ray stops the trial: it raises SystemExit inside tune.report
+        trainee.close()
+
+
+def train_and_report(trainee: Trainee, config: dict, cfg, assets, facts: dict, extras: Extras,
+                     extra_artifacts: ExtraArtifacts) -> None:
+    """Resume ``trainee`` if a checkpoint exists, then train it to its budget with a report at every evaluation."""
     report = Reporter(trainee, assets, facts, extras, extra_artifacts)
     restored = restore(trainee)
     at_budget = trainee.steps_done >= trainee.total_steps
@@ -81,7 +90,8 @@ def run_trial(config: dict, assets, build: Callable[..., Trainee], extras: Extra
         try:
             trainee.train(steps_to_next_evaluation(trainee.steps_done, cfg.train.steps, cfg.train.eval_every))
         except DivergedError as exc:
-            tune.report({**diverged_report(config, exc, device, started), **facts, **extras(trainee)})
+            tune.report({**diverged_report(config, exc, facts["device"], facts["started_at"]), **facts,
+                         **extras(trainee)})
             return
         report.evaluation()
 

@@ -14,6 +14,7 @@ EXAMPLES = """examples:
   python -m trainables.tune --space search_spaces/cbgan.yaml                       # the default demo sweep
   python -m trainables.tune --space search_spaces/cbgan.yaml --dry-run             # validate, print the plan
   python -m trainables.tune --space search_spaces/smooth.yaml --num-samples 4 --max-steps 400
+  python -m trainables.tune --space search_spaces/cbgan.yaml --budget-steps 6000   # trials until 6000 steps are spent
   python -m trainables.tune --space search_spaces/cbgan.yaml --resume              # continue an interrupted sweep
   python -m trainables.tune --space search_spaces/cbgan.yaml --address 10.0.0.1:6379 \\
       --storage-path /nfs/sweeps --gpus-per-trial 0.25 --mlflow-uri http://127.0.0.1:5000
@@ -54,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace-period", type=int, metavar="N",
                    help="ASHA's first rung in training steps (overrides search.scheduler.asha.grace_period; the "
                         "space must use ASHA), e.g. 200")
+    p.add_argument("--budget-steps", type=int, metavar="N",
+                   help="stop the sweep when its trials have trained N steps in all (search.budget.steps): no new "
+                        "trial starts, trials in flight stop at their next evaluation; without --num-samples, "
+                        "trials keep coming until then")
+    p.add_argument("--time-budget", metavar="DURATION",
+                   help="the same for the sweep's wall time over all sessions (search.budget.time), e.g. 20m, 1h30m")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override into the space document, repeatable, e.g. --set run.train.lr_g=1e-3 "
                         "--set search.num_samples=4")
@@ -75,8 +82,12 @@ def space_overrides(args: argparse.Namespace) -> dict:
     pairs = {"search.scheduler.asha.grace_period": args.grace_period, "search.num_samples": args.num_samples,
              "run.train.steps": args.max_steps, f"{searcher}.seed": args.seed,
              "resources.cpus_per_trial": args.cpus_per_trial, "resources.gpus_per_trial": gpus,
-             "resources.max_concurrent": args.max_concurrent}
-    return {**parse_set(args.set), **{k: v for k, v in pairs.items() if v is not None}}
+             "resources.max_concurrent": args.max_concurrent, "search.budget.steps": args.budget_steps,
+             "search.budget.time": args.time_budget}
+    overrides = {**parse_set(args.set), **{k: v for k, v in pairs.items() if v is not None}}
+    if (args.budget_steps is not None or args.time_budget is not None) and args.num_samples is None:
+        overrides.setdefault("search.num_samples", None)  # a budget flag: trials until it is spent
+    return overrides
 
 
 def load_space_with_flags(args: argparse.Namespace):

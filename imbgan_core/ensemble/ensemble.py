@@ -5,12 +5,14 @@ Member i is a core ``Run`` of the configured method with ``train.seed + i``. Bef
 class, in the metrics' feature space (the evaluator's extractor: the annotator by default); the weights become
 member i + 1's sampling probabilities (Sec. 5.2). ``reweighting: none`` is the paper's baseline: independent seeds,
 uniform sampling. ``EnsembleGenerator`` draws a member per batch, so the evaluator and CAS score the ensemble
-exactly like a single generator.
+exactly like a single generator. Given a ``MemberCache``, a member that another trial (or run) already trained from the
+same inputs is loaded instead of trained (``ensemble.reuse_members``; imbgan_core.ensemble.member_cache).
 """
 from __future__ import annotations
 
 import csv
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,15 +23,16 @@ from imbgan_core.assets import Assets, prepare_assets
 from imbgan_core.config import ConfigError, RunConfig
 from imbgan_core.data.types import ImageDataset
 from imbgan_core.files import atomic_write_text
+from imbgan_core.ensemble.member_cache import MemberCache, ignored_keys, member_key
 from imbgan_core.ensemble.reweighting import ClassWeightStats, Reweighting, algorithm1, sampling_probabilities
 from imbgan_core.metrics.evaluator import Evaluator
 from imbgan_core.metrics.features import extract
-from imbgan_core.training import (SAMPLE_SEED_OFFSET, CheckpointError, DivergedError, Run, config_differences,
+from imbgan_core.training import (CHECKPOINT_FORMAT, SAMPLE_SEED_OFFSET, CheckpointError, DivergedError, Run, config_differences,
                                   resolve_device, run_config_problems)
 from imbgan_core.viz import save_sample_grid, to_uint8
 
 STATE_FILE = "ensemble.json"
-STATE_FORMAT = 1
+STATE_FORMAT = 1  # ensemble.json; steps_trained / members_reused were added later and default to "all trained"
 WEIGHTS_FILE = "sample_weights.pt"
 STATS_FILE = "weight_stats.json"
 
@@ -96,17 +99,23 @@ def reweight(previous: Sequence[Callable], train: ImageDataset, extractor, metho
 
 @dataclass
 class Member:
-    """A trained (or training) member, with the Algorithm 1 output its sampler used (None: uniform sampling)."""
+    """A trained (or training) member, with the Algorithm 1 output its sampler used (None: uniform sampling);
+    ``reused``: loaded from the member cache, trained by another trial."""
 
     run: Run
     reweighting: Reweighting | None = None
     probabilities: torch.Tensor | None = None
+    reused: bool = False
 
 
 class Ensemble:
-    """|G| = ``ensemble.size`` runs trained one after another; the step counter runs over the whole ensemble."""
+    """|G| = ``ensemble.size`` runs trained one after another; the step counter runs over the whole ensemble.
 
-    def __init__(self, cfg: RunConfig, assets: Assets | None = None, cache_dir=None, device=None):
+    ``steps_done`` counts a reused member's steps (it is where the ensemble stands); ``steps_trained`` counts only the
+    steps this ensemble trained itself (its compute)."""
+
+    def __init__(self, cfg: RunConfig, assets: Assets | None = None, cache_dir=None, device=None,
+                 member_cache: MemberCache | None = None):
         problems = run_config_problems(cfg)
         if problems:  # before assets are prepared: bad input fails fast
             raise ConfigError(problems)
@@ -114,6 +123,8 @@ class Ensemble:
         self.device = str(resolve_device(device if device is not None else cfg.train.device))
         self.assets = assets if assets is not None else prepare_assets(cfg, cache_dir, self.device)
         self.members: list[Member] = []
+        self.member_cache = member_cache if cfg.ensemble.reuse_members else None
+        self.steps_trained = 0
 
     @property
     def total_steps(self) -> int:
@@ -122,6 +133,10 @@ class Ensemble:
     @property
     def steps_done(self) -> int:
         return sum(m.run.steps_done for m in self.members)
+
+    @property
+    def members_reused(self) -> int:
+        return sum(m.reused for m in self.members)
 
     def evaluator(self):
         """The assets' prepared evaluator (built once here when the assets came without one)."""
@@ -132,7 +147,18 @@ class Ensemble:
         return self.assets.evaluator_state
 
     def _start_member(self) -> Member:
+        """The next member: loaded from the member cache when another trial trained it, else a fresh Run."""
         index = len(self.members)
+        if self.member_cache is not None:
+            found = self.member_cache.claim_or_find(self._member_key(index), f"ensemble member {index}")
+            if found is not None:
+                try:
+                    member = self._load_member(index, found, ignore=ignored_keys(self.cfg, index))
+                except CheckpointError as exc:  # e.g. an entry of another imbgan version: train it here instead
+                    warnings.warn(f"ensemble member {index}: not reusing {found} ({exc}); training it", stacklevel=2)
+                else:
+                    member.reused = True
+                    return member
         reweighting = probabilities = None
         if index > 0 and self.cfg.ensemble.reweighting != "none":
             previous = [member_generate(m.run) for m in self.members]
@@ -147,22 +173,42 @@ class Ensemble:
         self.members.append(member)
         return member
 
+    def _member_key(self, index: int) -> dict:
+        return member_key(self.cfg, index, self.device, CHECKPOINT_FORMAT)
+
     def step(self) -> dict[str, float]:
-        """One generator step of the current member, starting the next member when the current one is done."""
+        """One generator step of the current member, starting the next member when the current one is done.
+
+        A next member found in the member cache is loaded whole instead: nothing trains, and the logs are empty."""
         if self.steps_done >= self.total_steps:
             raise RuntimeError(f"the ensemble has trained all {self.cfg.ensemble.size} members")
         if not self.members or self.members[-1].run.steps_done >= self.cfg.train.steps:
-            self._start_member()
+            if self._start_member().reused:
+                return {}
+        member = self.members[-1]
         try:
-            return self.members[-1].run.step()
+            logs = member.run.step()
         except DivergedError as exc:  # re-raised with the ensemble-wide step, the counter the trainable reports
             raise DivergedError(self.steps_done + 1, exc.loss_name, exc.value) from exc
+        self.steps_trained += 1
+        if self.member_cache is not None and member.run.steps_done >= self.cfg.train.steps:
+            self.member_cache.publish(self._member_key(len(self.members) - 1),
+                                      lambda folder: self._save_member(member, folder))
+        return logs
 
     def train(self, n_steps: int) -> dict[str, float]:
+        """Up to ``n_steps`` steps; stops early at a reused member's end, so the caller evaluates every member."""
         logs: dict[str, float] = {}
         for _ in range(n_steps):
             logs = self.step()
+            if self.members[-1].reused:
+                break
         return logs
+
+    def close(self) -> None:
+        """Release the member cache's claims (a trial that ends mid-member: ASHA stopped it, or an error)."""
+        if self.member_cache is not None:
+            self.member_cache.release()
 
     # ------------------------------------------------------------------------------------------------ sampling
     def generator(self) -> EnsembleGenerator:
@@ -203,16 +249,21 @@ class Ensemble:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         for i, member in enumerate(self.members):
-            folder = directory / f"member_{i}"
-            member.run.save(folder)
-            if member.reweighting is not None:
-                r = member.reweighting
-                torch.save({"raw": r.raw, "weights": r.weights, "probabilities": member.probabilities},
-                           folder / WEIGHTS_FILE)
-                (folder / STATS_FILE).write_text(json.dumps([s.to_dict() for s in r.stats], indent=1))
+            self._save_member(member, directory / f"member_{i}")
         state = {"format": STATE_FORMAT, "config": self.cfg.to_dict(), "members": len(self.members),
-                 "steps_done": self.steps_done}
+                 "steps_done": self.steps_done, "steps_trained": self.steps_trained,
+                 "reused": [m.reused for m in self.members]}
         return atomic_write_text(directory / STATE_FILE, json.dumps(state, indent=1))
+
+    @staticmethod
+    def _save_member(member: Member, folder: Path) -> None:
+        """The Run checkpoint plus, for a reweighted member, its sample weights and per-class statistics."""
+        member.run.save(folder)
+        if member.reweighting is not None:
+            r = member.reweighting
+            torch.save({"raw": r.raw, "weights": r.weights, "probabilities": member.probabilities},
+                       folder / WEIGHTS_FILE)
+            (Path(folder) / STATS_FILE).write_text(json.dumps([s.to_dict() for s in r.stats], indent=1))
 
     def load(self, directory) -> None:
         """Rebuild every saved member (finished ones and the one in progress) exactly; this must be a fresh Ensemble.
@@ -235,8 +286,10 @@ class Ensemble:
         if differences:
             raise CheckpointError(f"{path}: ensemble config differs from this one in " + ", ".join(differences))
         try:
+            reused = state.get("reused") or [False] * int(state["members"])
             for i in range(int(state["members"])):
-                self._load_member(i, directory / f"member_{i}")
+                self._load_member(i, directory / f"member_{i}").reused = bool(reused[i])
+            self.steps_trained = int(state.get("steps_trained", state["steps_done"]))
         except CheckpointError:
             self.members = []
             raise
@@ -244,11 +297,17 @@ class Ensemble:
             self.members = []
             raise CheckpointError(f"{directory}: unreadable ensemble member ({type(exc).__name__}: {exc})") from None
 
-    def _load_member(self, index: int, folder: Path) -> None:
+    def _load_member(self, index: int, folder: Path, ignore=()) -> Member:
         reweighting = probabilities = None
         if (folder / WEIGHTS_FILE).is_file():
             saved = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
             stats = [ClassWeightStats(**s) for s in json.loads((folder / STATS_FILE).read_text())]
             reweighting = Reweighting(saved["raw"], saved["weights"], stats)
             probabilities = saved["probabilities"]
-        self._add_member(index, reweighting, probabilities).run.load(folder)
+        member = self._add_member(index, reweighting, probabilities)
+        try:
+            member.run.load(folder, ignore=ignore)
+        except BaseException:
+            self.members.pop()
+            raise
+        return member

@@ -304,15 +304,17 @@ class Run:
         labels = torch.arange(self.num_classes).repeat_interleave(per_class)
         return save_sample_grid(self.sample(labels), self.assets.data.class_names, per_class, path)
 
-    def evaluate(self):
-        """Metrics of ``cfg.eval`` on the (EMA) generator; latents seeded the same at every evaluation."""
+    def evaluate(self, latent_seed: int | None = None):
+        """Metrics of ``cfg.eval`` on the (EMA) generator; latents seeded the same at every evaluation (another
+        ``latent_seed``: the same generator re-evaluated, to measure evaluation noise)."""
         if self._evaluator is None:
             self._evaluator = self.assets.evaluator_state
         if self._evaluator is None:
             self._evaluator = Evaluator(self.assets.data, self.cfg.eval, self.assets.annotator, self.cache_dir,
                                         str(self.device), conditional=self.cfg.model.g_conditional)
             self._evaluator.prepare()
-        gen = torch.Generator().manual_seed(self.cfg.train.seed + SAMPLE_SEED_OFFSET)
+        seed = self.cfg.train.seed + SAMPLE_SEED_OFFSET if latent_seed is None else latent_seed
+        gen = torch.Generator().manual_seed(seed)
         return self._evaluator.evaluate(lambda labels, **kw: self.generate(labels, gen, **kw),
                                         conditional=self.cfg.model.g_conditional)
 

@@ -448,7 +448,7 @@ class MlflowSweepCallback(tune.Callback):
         else:
             tags = {"mlflow.parentRunId": m.parent, "trial_id": trial_id, "sweep": self.sweep_name,
                     "method": config["method"]["name"], "dataset": config["dataset"]["source"],
-                    "searcher": self.sweep_tags.get("searcher", ""),
+                    "searcher": self.sweep_tags.get("searcher", ""), "stage": self.sweep_tags.get("stage", "search"),
                     "searched": ",".join(sorted(searched(trial_config)))}
             run = client.create_run(self.experiment_id, run_name=trial_run_name(trial_id, self.sweep_name),
                                     tags=tags)
@@ -580,6 +580,13 @@ def record_sweep(tracking_uri: str, parent_run_id: str, space, summary: dict, fi
                    wall_seconds=summary["wall_seconds"])
     tags = {"status": summary["status"], "budget_exhausted": str(summary["budget"]["exhausted"]).lower()}
     best = summary.get("best")
+    confirmed = (summary.get("confirmation") or {}).get("configs")
+    if confirmed:  # the winner's mean and 95 % half-width of every metric; the sweep's own best stays as search_
+        for name, stats in confirmed[0]["metrics"].items():
+            metrics.update({f"confirmed_{name}_mean": stats["mean"], f"confirmed_{name}_ci95": stats["ci95"]})
+        metrics["confirmation_steps_trained"] = summary["confirmation"]["steps_trained"]
+        tags.update(confirmed_trial_id=confirmed[0]["origin_trial"],
+                    confirmation_seeds=" ".join(map(str, summary["confirmation"]["seeds"])))
     if best:
         metrics.update({f"best_{k}": v for k, v in best["metrics"].items()})
         tags.update(best_trial_id=best["trial_id"], best_state=best["state"], best_steps=str(best["steps"]),

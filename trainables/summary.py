@@ -67,11 +67,14 @@ def _sort_key(row: dict, metric: str, mode: str) -> tuple:
     return (not usable, row["state"] != reporting.COMPLETED, score)
 
 
-def write_summary(rows: list[dict], space: Space, sweep_dir: Path, session: dict, extra: dict) -> dict:
+def write_summary(rows: list[dict], space: Space, sweep_dir: Path, session: dict, extra: dict,
+                  confirmation: dict | None = None) -> dict:
     """Write summary.json, trials.csv and best.yaml (+ best_samples.png); return the summary dict.
 
     ``session`` is this driver's {"outcome", "wall_seconds", "driver_cpu_seconds"}; an outcome other than
-    ``finished`` (interrupted) writes no best.yaml."""
+    ``finished`` (interrupted) writes no best.yaml. With a ``confirmation`` (trainables.confirm) best.yaml, the
+    sample grid and ``best`` come from the confirmed winner (the search's own best stays as ``search_best``), and
+    ``confirmation.csv`` lists every confirmed configuration."""
     sessions = [*previous_sessions(sweep_dir), session]
     finished = session["outcome"] == "finished"
     best = next((r for r in rows if r["state"] in (reporting.COMPLETED, *reporting.EARLY_STOPPED)
@@ -96,9 +99,56 @@ def write_summary(rows: list[dict], space: Space, sweep_dir: Path, session: dict
         summary["best"] = {"trial_id": best["trial_id"], "state": best["state"], "config": best["config"],
                            "metrics": best["metrics"], "steps": best["steps"], "sample_grid": grid,
                            "best_yaml": str(best_yaml)}
+    if confirmation is not None:
+        summary["confirmation"] = {**confirmation, "configs": [{k: v for k, v in c.items() if k != "rows"}
+                                                               for c in confirmation["configs"]]}
+        if best is not None and confirmation["configs"]:
+            summary["search_best"] = summary["best"]
+            summary["best"] = _confirmed_best(confirmation, space, sweep_dir)
+        _write_confirmation_csv(summary["confirmation"], sweep_dir / "confirmation.csv")
     atomic_write_text(sweep_dir / "summary.json", json.dumps(summary, indent=1, default=str))
     _write_csv(rows, sweep_dir / "trials.csv")
     return summary
+
+
+def _confirmed_best(confirmation: dict, space: Space, sweep_dir: Path) -> dict:
+    """best.yaml and best_samples.png from the confirmed winner's first seed; its header carries mean ± CI."""
+    winner, metric = confirmation["configs"][0], space.search.metric
+    first = winner["rows"][0]
+    stats = winner["metrics"][metric]
+    header = (f"# Confirmed winner of sweep {space.name}: the configuration of trial {winner['origin_trial']}, "
+              f"retrained with {stats['n']} fresh seeds {winner['seeds']}.\n"
+              f"# {metric} = {stats['mean']:.4g} ± {stats['ci95']:.3g} (mean ± 95 % Student-t half-width, n = "
+              f"{stats['n']}; sd {stats['sd']:.3g}); the sweep's single-seed value was {winner['sweep_value']:.4g}.\n"
+              f"# This file is the seed-{first['run_config']['train']['seed']} run "
+              f"({first['trial_id']}): python -m imbgan_core.train --config best.yaml --out DIR\n")
+    best_yaml = sweep_dir / "best.yaml"
+    atomic_write_text(best_yaml, header + yaml.safe_dump(first["run_config"], sort_keys=False))
+    grid = None
+    if first["sample_grid"]:
+        grid = str(sweep_dir / "best_samples.png")
+        shutil.copyfile(first["sample_grid"], grid)
+    return {"trial_id": winner["origin_trial"], "state": reporting.COMPLETED, "config": winner["config"],
+            "metrics": {k: v["mean"] for k, v in winner["metrics"].items()}, "steps": first["steps"],
+            "sample_grid": grid, "best_yaml": str(best_yaml),
+            "confirmed": {"seeds": winner["seeds"], "trials": winner["trials"], "n": stats["n"],
+                          "mean": stats["mean"], "ci95": stats["ci95"], "sd": stats["sd"]}}
+
+
+def _write_confirmation_csv(confirmation: dict, path: Path) -> None:
+    """rank, origin trial, config, n, then mean / ci95 / sd of every metric."""
+    names = sorted({k for c in confirmation["configs"] for k in c["metrics"]})
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["rank", "origin_trial", "config", "n", "seeds",
+                         *(f"{n}_{part}" for n in names for part in ("mean", "ci95", "sd"))])
+        for rank, c in enumerate(confirmation["configs"], 1):
+            cells = []
+            for name in names:
+                m = c["metrics"].get(name, {})
+                cells += [m.get("mean", ""), m.get("ci95", ""), m.get("sd", "")]
+            writer.writerow([rank, c["origin_trial"], json.dumps(c["config"], sort_keys=True, default=str),
+                             len(c["seeds"]), " ".join(map(str, c["seeds"])), *cells])
 
 
 def budget_record(space: Space, steps_spent: int, seconds_spent: float) -> dict:

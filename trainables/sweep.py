@@ -13,20 +13,24 @@ import ray
 from ray import tune
 
 from imbgan_core.config import ConfigError
+from imbgan_core.metrics.catalog import METRICS
 from trainables import mlflow_logging, reporting
 from trainables.assets import prepare_sweep_assets
 from trainables.claim import ClaimError, SweepFolder, claim_sweep_dir
 from trainables.budget import BudgetLedger, BudgetStopper
+from trainables.confirm import (ConfirmPlan, confirmation_runs, evaluation_noise, format_confirmation, summarise,
+                                top_configurations)
 from trainables.durable import DurableFIFO, PersistentASHA
 from trainables.progress import ReportLines, status_reporter, trial_dirname
 from trainables.searcher import TruthfulOptunaSearch, park_interrupted
-from trainables.spaces import Space, param_space
+from trainables.spaces import RUN_KEY, SWEEP_KEY, Space, param_space, trial_run_config
 from trainables.sweep_report import write_sweep_report
 from trainables.stop_signals import StopSignals
 from trainables.summary import format_table, trial_rows, write_summary
 
 AUTO_GPU_SHARE = 0.25  # 'auto': 4 trials per GPU when the cluster has GPUs (issue #5)
 RUN_MAP = "mlflow_runs.json"
+CONFIRM_RUN_MAP = "mlflow_runs_confirm.json"  # the confirmation stage's trial runs (same parent run)
 ASHA_STATE = "asha_state.json"  # trainables.durable.PersistentASHA
 BUDGET_STATE = "budget_state.json"  # trainables.budget.BudgetLedger
 MEMBER_CACHE = ".member_cache"  # under the storage path: ensemble members shared between trials
@@ -107,7 +111,8 @@ def start_sweep(space: Space, args: argparse.Namespace, results: Path, folder: S
     else:
         tuner = build_tuner(space, trainable, sweep_dir, storage, [callback, ReportLines(space.search.metric)])
     context = {"tracking_uri": tracking_uri, "experiment": experiment, "run_map": run_map,
-               "experiment_path": experiment_path, "data": assets.data, "experiment_id": experiment_id}
+               "experiment_path": experiment_path, "data": assets.data, "experiment_id": experiment_id,
+               "assets": assets, "trainable": trainable, "storage": storage, "gpus": gpus}
     return tuner, callback, context
 
 
@@ -116,36 +121,28 @@ def finish_sweep(space: Space, args: argparse.Namespace, folder: SweepFolder, tu
     """``fit``, then the truthful record: MLflow, Optuna, summary files; an interrupted sweep says how to resume."""
     sweep_dir, tracking_uri, run_map = folder.path, context["tracking_uri"], context["run_map"]
     started, driver_cpu = time.time(), time.process_time()
-    status = "FAILED"
-    try:
-        with signals.during_fit():
-            grid = tuner.fit()
-        status = "KILLED" if signals.received else "FINISHED"
-    finally:
-        if status != "FINISHED":
-            try:
-                mlflow_logging.close_sweep_runs(tracking_uri, run_map, status)
-            except Exception as exc:  # keep the original error; an unreachable store must not mask it
-                print(f"warning: could not close the MLflow runs of this sweep ({exc})", flush=True)
+    grid, mlflow_sync = fit_and_record(tuner, callback, signals, tracking_uri, run_map, space.search.metric)
     interrupted = signals.received is not None
-    if not callback.flush(MLFLOW_FLUSH_S):
-        print(f"MLflow: {callback.pending} write(s) still queued after {MLFLOW_FLUSH_S:.0f} s; the sync below "
-              f"writes them from Ray's record", flush=True)
-    try:
-        mlflow_sync = sync_mlflow(callback, grid, space.search.metric, "KILLED" if interrupted else "FINISHED")
-    finally:
-        callback.close()
     if interrupted:
         park_interrupted(sweep_dir / "optuna.db", sweep_dir.name)
-    wall, driver_cpu = time.time() - started, time.process_time() - driver_cpu
     rows = trial_rows(grid, space)
+    confirmation = None
+    plan = getattr(args, "confirm_plan", None)
+    if plan is not None and not interrupted:
+        confirmation, confirm_sync = run_confirmation(space, args, folder, context, rows, plan, signals)
+        interrupted = signals.received is not None
+        mlflow_sync = {"complete": mlflow_sync.get("complete") and confirm_sync.get("complete"),
+                       "records_written_late": mlflow_sync.get("records_written_late", 0)
+                       + confirm_sync.get("records_written_late", 0)}
+    wall, driver_cpu = time.time() - started, time.process_time() - driver_cpu
     session = {"outcome": "interrupted" if interrupted else "finished", "signal": signals.name or None,
                "wall_seconds": round(wall, 1), "driver_cpu_seconds": round(driver_cpu, 1)}  # CPU trials did not get
     summary = write_summary(rows, space, sweep_dir, session, {
         "results_dir": str(sweep_dir), "ray_storage": context["experiment_path"],
         "mlflow": {"tracking_uri": tracking_uri, "experiment": context["experiment"],
                    "experiment_id": context["experiment_id"],
-                   "parent_run_id": mlflow_logging.load_run_map(run_map)["parent"], **mlflow_sync}})
+                   "parent_run_id": mlflow_logging.load_run_map(run_map)["parent"], **mlflow_sync}},
+        confirmation=confirmation)
     try:
         plots = write_sweep_report(grid, rows, space, sweep_dir, context.get("data"), sweep_dir / "optuna.db")
     except Exception as exc:  # a picture must not cost the sweep its record: the summary files are written
@@ -154,6 +151,8 @@ def finish_sweep(space: Space, args: argparse.Namespace, folder: SweepFolder, tu
     if mlflow_sync.get("complete"):
         record_parent_run(space, summary, sweep_dir, plots)
     print(format_table(rows, space.search.metric))
+    if summary.get("confirmation"):
+        print(format_confirmation(summary["confirmation"]))
     print(f"summary: {sweep_dir / 'summary.json'} (wall {summary['wall_seconds']:.1f} s over "
           f"{len(summary['sessions'])} session(s), {summary['total_steps_trained']} training steps)")
     if interrupted:
@@ -169,11 +168,103 @@ def finish_sweep(space: Space, args: argparse.Namespace, folder: SweepFolder, tu
     return 0 if best else 1
 
 
+def fit_and_record(tuner: tune.Tuner, callback: mlflow_logging.MlflowSweepCallback, signals: StopSignals,
+                   tracking_uri: str, run_map: Path, metric: str):
+    """``fit`` one stage (the search, or the confirmation), then its MLflow record made complete; returns the result
+    grid and the MLflow sync's outcome. A stage that did not finish closes its MLflow runs as KILLED / FAILED."""
+    status = "FAILED"
+    try:
+        with signals.during_fit():
+            grid = tuner.fit()
+        status = "KILLED" if signals.received else "FINISHED"
+    finally:
+        if status != "FINISHED":
+            try:
+                mlflow_logging.close_sweep_runs(tracking_uri, run_map, status)
+            except Exception as exc:  # keep the original error; an unreachable store must not mask it
+                print(f"warning: could not close the MLflow runs of this sweep ({exc})", flush=True)
+    if not callback.flush(MLFLOW_FLUSH_S):
+        print(f"MLflow: {callback.pending} write(s) still queued after {MLFLOW_FLUSH_S:.0f} s; the sync below "
+              f"writes them from Ray's record", flush=True)
+    try:
+        return grid, sync_mlflow(callback, grid, metric, "KILLED" if signals.received else "FINISHED")
+    finally:
+        callback.close()
+
+
+def run_confirmation(space: Space, args: argparse.Namespace, folder: SweepFolder, context: dict, rows: list[dict],
+                     plan: ConfirmPlan, signals: StopSignals) -> tuple[dict | None, dict]:
+    """The confirmation stage (trainables.confirm): the top-K configurations x S fresh seeds, FIFO, as a second Ray
+    experiment ``<sweep>-confirm`` beside the search (``--resume`` restores it); its MLflow runs nest under the
+    sweep's run with ``stage=confirm``. Returns the confirmation record (None: nothing to confirm) and the sync."""
+    sweep_dir, metric = folder.path, space.search.metric
+    candidates = top_configurations(rows, plan.k)
+    if not candidates:
+        print("confirmation: no trial with a score to confirm", flush=True)
+        return None, {"complete": True}
+    runs = confirmation_runs(rows, plan, space.run)
+    name = f"{sweep_dir.name}-confirm"
+    experiment_path = f"{context['storage'].rstrip('/')}/{name}"
+    confirm_map = sweep_dir / CONFIRM_RUN_MAP
+    if not confirm_map.exists():  # the confirmation runs nest under the sweep's own run
+        mlflow_logging.RunMap(confirm_map, {"parent": mlflow_logging.load_run_map(context["run_map"])["parent"]}).save()
+    callback = mlflow_logging.MlflowSweepCallback(
+        context["tracking_uri"], context["experiment_id"], f"{sweep_dir.name} confirm", confirm_map,
+        sweep_tags={"stage": "confirm", "metric": metric})
+    print(f"confirmation: top {len(candidates)} configuration(s) x {plan.s} seeds {plan.seeds(space.run['train']['seed'])}"
+          f" = {len(runs)} runs at the full budget", flush=True)
+    if tune.Tuner.can_restore(experiment_path):
+        tuner = tune.Tuner.restore(experiment_path, trainable=context["trainable"], resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            context["trainable"],
+            param_space={RUN_KEY: tune.grid_search(runs), SWEEP_KEY: param_space(space)[SWEEP_KEY]},
+            tune_config=tune.TuneConfig(scheduler=DurableFIFO(), num_samples=1, reuse_actors=True,
+                                        max_concurrent_trials=space.resources.max_concurrent,
+                                        trial_dirname_creator=trial_dirname),
+            run_config=tune.RunConfig(
+                name=name, storage_path=context["storage"], callbacks=[callback, ReportLines(metric)], verbose=1,
+                progress_reporter=status_reporter(metric, [], sweep_dir, space.max_budget),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                failure_config=tune.FailureConfig(max_failures=TRIAL_RESTARTS)))
+    grid, sync = fit_and_record(tuner, callback, signals, context["tracking_uri"], confirm_map, metric)
+    if signals.received:
+        return None, sync
+    confirm_rows = trial_rows(grid, space)
+    names = sorted(METRICS.keys_of(space.run["eval"]["metrics"]))
+    confirmation = summarise(confirm_rows, candidates, space.run, metric, space.search.mode, plan, names)
+    confirmation["steps_trained"] = sum(r["steps_trained"] for r in confirm_rows)
+    confirmation["evaluation_noise"] = winner_evaluation_noise(space, grid, confirmation, context["assets"], names)
+    return confirmation, sync
+
+
+def winner_evaluation_noise(space: Space, grid, confirmation: dict, assets, names: list[str]) -> dict:
+    """Evaluation noise of the confirmed winner's first generator (its final checkpoint, R latent seeds, CPU)."""
+    if not confirmation["configs"]:
+        return {}
+    first = confirmation["configs"][0]["trials"][0]
+    result = next((r for r in grid if reporting.result_trial_id(r) == first and r.checkpoint is not None), None)
+    if result is None:
+        return {}
+    cfg = trial_run_config(result.config)
+    if is_ensemble(space):
+        from imbgan_core.ensemble.ensemble import Ensemble
+        trainee = Ensemble(cfg, assets=assets, device="cpu")
+    else:
+        from imbgan_core.training import Run
+        trainee = Run(cfg, assets=assets, device="cpu")
+    with result.checkpoint.as_directory() as checkpoint:
+        trainee.load(checkpoint)
+    print(f"confirmation: evaluating trial {first}'s generator with {confirmation['r']} latent seeds", flush=True)
+    return {**evaluation_noise(trainee, names, confirmation["r"]), "trial": first}
+
+
 def record_parent_run(space: Space, summary: dict, sweep_dir: Path, plots: list[Path]) -> None:
     """The sweep's files and plots on its MLflow parent run; a store that fails now costs a warning, not the sweep
     (``--resume`` of a finished sweep writes it again)."""
     files = [Path(space.path), sweep_dir / "summary.json", sweep_dir / "trials.csv", sweep_dir / "best.yaml",
-             sweep_dir / "best_samples.png", *plots]
+             sweep_dir / "best_samples.png", sweep_dir / "confirmation.csv", *plots]
     mlflow = summary["mlflow"]
     try:
         logged = mlflow_logging.record_sweep(mlflow["tracking_uri"], mlflow["parent_run_id"], space, summary, files)

@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   python -m trainables.tune --space search_spaces/cbgan.yaml --dry-run             # validate, print the plan
   python -m trainables.tune --space search_spaces/smooth.yaml --num-samples 4 --max-steps 400
   python -m trainables.tune --space search_spaces/cbgan.yaml --budget-steps 6000   # trials until 6000 steps are spent
+  python -m trainables.tune --space search_spaces/cbgan.yaml --confirm 3:5          # top 3 configs x 5 seeds, 95% CI
   python -m trainables.tune --space search_spaces/cbgan.yaml --resume              # continue an interrupted sweep
   python -m trainables.tune --space search_spaces/cbgan.yaml --address 10.0.0.1:6379 \\
       --storage-path /nfs/sweeps --gpus-per-trial 0.25 --mlflow-uri http://127.0.0.1:5000
@@ -61,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "trials keep coming until then")
     p.add_argument("--time-budget", metavar="DURATION",
                    help="the same for the sweep's wall time over all sessions (search.budget.time), e.g. 20m, 1h30m")
+    p.add_argument("--confirm", metavar="K:S[:R]",
+                   help="after the search, retrain the top K configurations with S fresh seeds each at the full "
+                        "budget and rank them by mean with a 95%% t interval; R latent seeds (default 5) measure "
+                        "the winner's evaluation noise; best.yaml comes from the confirmed winner, e.g. 3:5")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override into the space document, repeatable, e.g. --set run.train.lr_g=1e-3 "
                         "--set search.num_samples=4")
@@ -112,16 +117,23 @@ def main(argv: list[str] | None = None) -> int:
     from imbgan_core.config import ConfigError
     from trainables.preflight import PreflightError, check_results_root, check_tracking_uri
     from trainables.spaces import SpaceError
+    from trainables.confirm import ConfirmError, parse_confirm
     try:
+        args.confirm_plan = parse_confirm(args.confirm) if args.confirm else None
         space = load_space_with_flags(args)
         check_results_root(args.results, space.name, args.storage_path)  # flags naming paths: before Ray starts
         if args.mlflow_uri:
             check_tracking_uri(args.mlflow_uri)
-    except (SpaceError, ConfigError, PreflightError) as exc:  # ConfigError: a malformed --set item
+    except (SpaceError, ConfigError, PreflightError, ConfirmError) as exc:  # ConfigError: a malformed --set item
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.dry_run:
         print(space.describe())
+        if args.confirm_plan:
+            plan = args.confirm_plan
+            print(f"confirmation: the top {plan.k} configuration(s) retrained with {plan.s} fresh seeds "
+                  f"{plan.seeds(space.run['train']['seed'])} at the full budget; evaluation noise from {plan.r} "
+                  f"latent seeds")
         return 0
     from trainables.progress import quiet_libraries  # imports Ray: after validation, so bad input fails fast
     quiet_libraries()

@@ -79,9 +79,11 @@ def member_config(cfg: RunConfig, index: int) -> RunConfig:
     return cfg.replace({"train.seed": cfg.train.seed + index})
 
 
-def member_generate(run: Run) -> Callable:
-    """The member's sampling function, latents seeded exactly as ``Run.evaluate`` seeds them."""
-    gen = torch.Generator().manual_seed(run.cfg.train.seed + SAMPLE_SEED_OFFSET)
+def member_generate(run: Run, latent_seed: int | None = None) -> Callable:
+    """The member's sampling function, latents seeded exactly as ``Run.evaluate`` seeds them (or, for a
+    re-evaluation, from ``latent_seed`` + the member's seed offset)."""
+    offset = run.cfg.train.seed + SAMPLE_SEED_OFFSET
+    gen = torch.Generator().manual_seed(offset if latent_seed is None else latent_seed + run.cfg.train.seed)
     return lambda labels, **kw: run.generate(labels, gen, **kw)
 
 
@@ -211,18 +213,20 @@ class Ensemble:
             self.member_cache.release()
 
     # ------------------------------------------------------------------------------------------------ sampling
-    def generator(self) -> EnsembleGenerator:
+    def generator(self, latent_seed: int | None = None) -> EnsembleGenerator:
         """Every member so far (the current one included), weighted by ``ensemble.generator_weights``; seeded the
         same at every call so evaluations are comparable. A member draw covers one CAS batch (Sec. 5.1).
         Members so far whose weights are all zero (e.g. [0, 1] while member 0 trains) are sampled uniformly."""
         weights = (self.cfg.ensemble.generator_weights or [])[:len(self.members)]
         weights = weights if sum(weights) > 0 else None
-        return EnsembleGenerator([member_generate(m.run) for m in self.members], weights, seed=self.cfg.train.seed,
+        return EnsembleGenerator([member_generate(m.run, latent_seed) for m in self.members], weights,
+                                 seed=self.cfg.train.seed if latent_seed is None else latent_seed,
                                  batch_size=self.cfg.eval.cas.batch_size)
 
-    def evaluate(self):
-        """Every metric of ``cfg.eval`` (CAS included when listed) on the ensemble so far."""
-        return self.evaluator().evaluate(self.generator(), conditional=self.cfg.model.g_conditional)
+    def evaluate(self, latent_seed: int | None = None):
+        """Every metric of ``cfg.eval`` (CAS included when listed) on the ensemble so far (``latent_seed``: see
+        ``Run.evaluate``)."""
+        return self.evaluator().evaluate(self.generator(latent_seed), conditional=self.cfg.model.g_conditional)
 
     def sample(self, labels: torch.Tensor) -> torch.Tensor:
         return to_uint8(self.generator()(torch.as_tensor(labels, dtype=torch.long)))

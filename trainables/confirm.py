@@ -137,7 +137,8 @@ def summarise(confirm_rows: list[dict], candidates: list[dict], base_run: dict, 
     """Per configuration: seeds, per-seed values, mean, sd and 95 % t half-width of every metric; ranked by the
     sweep metric's mean (the confirmed winner first). Only completed confirmation runs count."""
     per_origin: dict[str, dict] = {}
-    for row in confirm_rows:
+    seed_order = sorted(confirm_rows, key=lambda r: (r["run_config"] or {}).get("train", {}).get("seed", 0))
+    for row in seed_order:
         origin = origin_of(row["run_config"] or {}, candidates, base_run) if row["run_config"] else None
         if origin is None or row["state"] != reporting.COMPLETED:
             continue

@@ -92,10 +92,7 @@ def write_summary(rows: list[dict], space: Space, sweep_dir: Path, session: dict
     if best is not None:
         best_yaml = sweep_dir / "best.yaml"
         atomic_write_text(best_yaml, _best_yaml_text(best, space))
-        grid = None
-        if best["sample_grid"]:
-            grid = str(sweep_dir / "best_samples.png")
-            shutil.copyfile(best["sample_grid"], grid)
+        grid = copy_best_files(best["sample_grid"], sweep_dir)
         summary["best"] = {"trial_id": best["trial_id"], "state": best["state"], "config": best["config"],
                            "metrics": best["metrics"], "steps": best["steps"], "sample_grid": grid,
                            "best_yaml": str(best_yaml)}
@@ -124,15 +121,25 @@ def _confirmed_best(confirmation: dict, space: Space, sweep_dir: Path) -> dict:
               f"({first['trial_id']}): python -m imbgan_core.train --config best.yaml --out DIR\n")
     best_yaml = sweep_dir / "best.yaml"
     atomic_write_text(best_yaml, header + yaml.safe_dump(first["run_config"], sort_keys=False))
-    grid = None
-    if first["sample_grid"]:
-        grid = str(sweep_dir / "best_samples.png")
-        shutil.copyfile(first["sample_grid"], grid)
+    grid = copy_best_files(first["sample_grid"], sweep_dir)
     return {"trial_id": winner["origin_trial"], "state": reporting.COMPLETED, "config": winner["config"],
             "metrics": {k: v["mean"] for k, v in winner["metrics"].items()}, "steps": first["steps"],
             "sample_grid": grid, "best_yaml": str(best_yaml),
             "confirmed": {"seeds": winner["seeds"], "trials": winner["trials"], "n": stats["n"],
                           "mean": stats["mean"], "ci95": stats["ci95"], "sd": stats["sd"]}}
+
+
+def copy_best_files(sample_grid: str | None, sweep_dir: Path) -> str | None:
+    """The best trial's sample grid and per-class table (from its final checkpoint's artifacts) beside summary.json:
+    ``best_samples.png`` and ``best_per_class.csv`` (trainables.study reads them). Returns the grid's new path."""
+    if not sample_grid:
+        return None
+    grid = sweep_dir / "best_samples.png"
+    shutil.copyfile(sample_grid, grid)
+    per_class = Path(sample_grid).with_name(reporting.PER_CLASS_CSV)
+    if per_class.is_file():
+        shutil.copyfile(per_class, sweep_dir / "best_per_class.csv")
+    return str(grid)
 
 
 def _write_confirmation_csv(confirmation: dict, path: Path) -> None:

@@ -99,7 +99,8 @@ def start_sweep(space: Space, args: argparse.Namespace, results: Path, folder: S
         tracking_uri, experiment_id, sweep_dir.name, run_map,
         sweep_tags={"space": space.path, "searcher": f"optuna-{space.search.sampler}",
                     "n_startup_trials": str(space.search.n_startup_trials if space.search.sampler == "tpe" else 0),
-                    "scheduler": space.search.scheduler, "metric": space.search.metric})
+                    "scheduler": space.search.scheduler, "metric": space.search.metric,
+                    **({"mlflow.parentRunId": args.mlflow_parent} if getattr(args, "mlflow_parent", None) else {})})
     experiment_path = f"{storage.rstrip('/')}/{sweep_dir.name}"
     if space.search.budget:  # this session's clock starts here: Ray is up, trials are about to start
         BudgetLedger(sweep_dir / BUDGET_STATE, space.search.budget).start_session()

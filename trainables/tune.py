@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MLflow tracking URI (default sqlite:///DIR/mlflow.db, no server needed), "
                         "e.g. http://127.0.0.1:5000")
     p.add_argument("--experiment", metavar="NAME", help="MLflow experiment name (default: the sweep name)")
+    p.add_argument("--mlflow-parent", metavar="RUN_ID",
+                   help="nest the sweep's MLflow run under this run of the same experiment (trainables.study does)")
     p.add_argument("--address", metavar="HOST:PORT",
                    help="connect to an existing Ray cluster instead of starting a local one, e.g. 10.0.0.1:6379")
     p.add_argument("--storage-path", metavar="PATH",

@@ -7,7 +7,9 @@ TORCH   := torch==2.14.1 torchvision==0.29.1
 SPACE   ?= search_spaces/cbgan.yaml
 RESULTS ?= results
 
-.PHONY: install demo test mlflow-ui clean
+STUDY_SPACES ?= search_spaces/cgan.yaml search_spaces/cbgan.yaml search_spaces/softlabel.yaml
+
+.PHONY: install demo test study mlflow-ui clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,6 +28,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+# Three methods at equal cost on digits-LT (docs/sweeps.md, "Studies"); report in $(RESULTS)/study/report/report.md
+study: $(STAMP)
+	$(BIN)/python -m trainables.study --spaces $(STUDY_SPACES) --max-steps 600 --budget-steps 3000 --confirm 2:3 \
+		--results $(RESULTS)
 
 mlflow-ui: $(STAMP)
 	@echo "open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (the Model training view; each sweep prints its experiment's link)"

@@ -90,12 +90,27 @@ def write_table_csv(rows: list[dict], path: Path, metrics=TABLE_METRICS) -> Path
     return path
 
 
-def plot_expected_best(summaries: list[dict], path: Path) -> Path:
+def _line_plot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    return plt.subplots(figsize=(6.5, 4))
+
+
+def _save_line_plot(fig, ax, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_expected_best(summaries: list[dict], path: Path) -> Path:
+    fig, ax = _line_plot()
     for summary in summaries:
         values, per_trial = trial_scores(summary)
         if not values:
@@ -109,12 +124,7 @@ def plot_expected_best(summaries: list[dict], path: Path) -> Path:
     ax.set_xlabel("search budget: trials x mean training steps per trial")
     ax.set_ylabel(f"expected best {metric}")
     ax.set_title("Expected best vs budget (Dodge et al. 2019)\n95 % bootstrap bands", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_line_plot(fig, ax, path)
 
 
 def per_class_fid(sweep_dir: Path) -> list[tuple[int, float]]:
@@ -127,11 +137,7 @@ def per_class_fid(sweep_dir: Path) -> list[tuple[int, float]]:
 
 
 def plot_per_class(sweeps: list[tuple[str, Path]], path: Path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = _line_plot()
     for name, folder in sweeps:
         points = sorted(per_class_fid(folder))
         if points:
@@ -140,12 +146,7 @@ def plot_per_class(sweeps: list[tuple[str, Path]], path: Path) -> Path:
     ax.set_xlabel("training images of the class (long-tailed split)")
     ax.set_ylabel("per-class FID of the winner")
     ax.set_title("Per-class FID against class size")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_line_plot(fig, ax, path)
 
 
 def plot_sample_grids(sweeps: list[tuple[str, Path]], path: Path) -> Path:

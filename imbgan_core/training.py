@@ -22,11 +22,13 @@ from .config import ConfigError, RunConfig, flatten
 from .files import atomic_write
 from .methods import build_method, config_problems
 from .metrics.evaluator import Evaluator
+from .metrics.features import extract
 from .sampling import BatchSampler
 from .viz import save_sample_grid, to_uint8
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
+SAMPLE_POOL = 4  # an unconditional G's sample grid sorts SAMPLE_POOL x the grid's images by annotator label
 NOISE_SEED_OFFSET, AUGMENT_SEED_OFFSET, SAMPLE_SEED_OFFSET, STANDING_SEED_OFFSET = 1, 2, 3, 4  # streams
 STANDING_STATS_BATCHES = 16  # generator forwards that re-estimate the EMA generator's BatchNorm statistics
 SAMPLE_CHUNK = 256  # images per generator forward when sampling
@@ -300,19 +302,34 @@ class Run:
         return to_uint8(self.generate(torch.as_tensor(labels, dtype=torch.long), torch.Generator().manual_seed(seed)))
 
     def save_sample_grid(self, path, per_class: int = 8) -> Path:
-        """One row of ``per_class`` samples per class, labelled with the class name."""
-        labels = torch.arange(self.num_classes).repeat_interleave(per_class)
-        return save_sample_grid(self.sample(labels), self.assets.data.class_names, per_class, path)
+        """One row of ``per_class`` samples per class, labelled with the class name.
 
-    def evaluate(self, latent_seed: int | None = None):
-        """Metrics of ``cfg.eval`` on the (EMA) generator; latents seeded the same at every evaluation (another
-        ``latent_seed``: the same generator re-evaluated, to measure evaluation noise)."""
+        An unconditional G ignores the labels it is given, so its rows would all hold the same mixture under class
+        names that mean nothing: its samples are drawn from a pool of ``SAMPLE_POOL`` x as many and sorted into rows
+        by the annotator's label (how its per-class metrics see them, docs/metrics.md); a class the annotator finds
+        fewer than ``per_class`` times gets a short row, padded black."""
+        labels = torch.arange(self.num_classes).repeat_interleave(per_class)
+        labeller = None if self.cfg.model.g_conditional else self._prepared_evaluator().labeller
+        if labeller is None:
+            return save_sample_grid(self.sample(labels), self.assets.data.class_names, per_class, path)
+        pool = self.sample(labels.repeat(SAMPLE_POOL)).cpu()
+        rows = annotator_rows(pool, extract(labeller, pool)[1].argmax(1).cpu(), self.num_classes, per_class)
+        return save_sample_grid(rows, self.assets.data.class_names, per_class, path)
+
+    def _prepared_evaluator(self):
+        """The assets' prepared evaluator, or one built and prepared here (a run without sweep assets)."""
         if self._evaluator is None:
             self._evaluator = self.assets.evaluator_state
         if self._evaluator is None:
             self._evaluator = Evaluator(self.assets.data, self.cfg.eval, self.assets.annotator, self.cache_dir,
                                         str(self.device), conditional=self.cfg.model.g_conditional)
             self._evaluator.prepare()
+        return self._evaluator
+
+    def evaluate(self, latent_seed: int | None = None):
+        """Metrics of ``cfg.eval`` on the (EMA) generator; latents seeded the same at every evaluation (another
+        ``latent_seed``: the same generator re-evaluated, to measure evaluation noise)."""
+        self._prepared_evaluator()
         seed = self.cfg.train.seed + SAMPLE_SEED_OFFSET if latent_seed is None else latent_seed
         gen = torch.Generator().manual_seed(seed)
         return self._evaluator.evaluate(lambda labels, **kw: self.generate(labels, gen, **kw),
@@ -370,6 +387,16 @@ class Run:
         self.augment_gen.set_state(state["rng"]["augment"])
         self.steps_done = int(state["steps_done"])
         self._standing_step = None
+
+
+def annotator_rows(images: torch.Tensor, labels: torch.Tensor, num_classes: int, per_class: int) -> torch.Tensor:
+    """``images`` regrouped class by class (``labels``: the annotator's), the first ``per_class`` of each class, a
+    short class padded with black images: num_classes x per_class images for ``viz.save_sample_grid``."""
+    out = torch.zeros((num_classes * per_class, *images.shape[1:]), dtype=images.dtype)
+    for k in range(num_classes):
+        mine = images[labels == k][:per_class]
+        out[k * per_class:k * per_class + len(mine)] = mine
+    return out
 
 
 def config_differences(saved: dict, current: dict, ignore: Sequence[str] = ()) -> list[str]:

@@ -101,3 +101,39 @@ def test_docs_table_is_the_registry():
     text = DOCS.read_text(encoding="utf-8")
     table = text.split("<!-- metric-table:start -->\n", 1)[1].split("\n<!-- metric-table:end -->", 1)[0]
     assert table == METRICS.markdown_table(), "regenerate with: python -m imbgan_core.metrics.catalog"
+
+
+def test_annotator_rows_regroup_and_pad():
+    from imbgan_core.training import annotator_rows
+
+    images = torch.arange(6, dtype=torch.uint8).view(6, 1, 1, 1) + 1
+    rows = annotator_rows(images, torch.tensor([2, 0, 2, 2, 0, 1]), num_classes=3, per_class=2)
+    assert rows.flatten().tolist() == [2, 5, 6, 0, 1, 3]  # class 1 seen once: padded with a black image
+
+
+def test_an_unconditional_sample_grid_shows_each_class_in_its_row(digits_cfg, digits_data, annotator, lt_classifier,
+                                                                  tmp_path, monkeypatch):
+    """Rows of an unconditional G's grid hold images the annotator labels with the row's class (issue: the rows
+    used to be the same label-blind mixture under class names)."""
+    from imbgan_core.assets import Assets
+    from imbgan_core.metrics.features import extract
+    from imbgan_core.training import Run
+    import imbgan_core.training as training
+
+    cfg = RunConfig.from_dict({**digits_cfg.to_dict(), "method": {"name": "cbgan", "lambda": 1.0},
+                               "model": {"arch": "sndcgan", "width": 0.125, "z_dim": 16, "g_conditional": False,
+                                         "d_conditional": False},
+                               "eval": {"samples_per_class": 10, "metrics": ["intra_fid", "class_kl"]}})
+    run = Run(cfg, Assets(data=digits_data, annotator=annotator, classifier=lt_classifier), device="cpu")
+    shown = {}
+    with monkeypatch.context() as patch:  # catch the images the grid is drawn from
+        patch.setattr(training, "save_sample_grid", lambda images, names, per_class, path: shown.update(images=images))
+        run.save_sample_grid(tmp_path / "grid.png", per_class=4)
+    images = shown["images"]
+    labeller = run._prepared_evaluator().labeller
+    filled = images.flatten(1).amax(1) > 0
+    predicted = extract(labeller, images[filled])[1].argmax(1)
+    rows = torch.arange(10).repeat_interleave(4)[filled]
+    assert torch.equal(predicted, rows) and filled.sum() >= 4
+    run.save_sample_grid(tmp_path / "grid.png", per_class=4)  # and the real file is written
+    assert (tmp_path / "grid.png").stat().st_size > 1000

@@ -58,6 +58,19 @@ def test_progress_line_counts_states_pace_and_eta():
     assert fresh.endswith("| ? steps/s | ETA ?")
 
 
+def test_progress_line_with_a_step_budget():
+    """A budget-bound sweep (Ray's num_samples -1 becomes sys.maxsize) has no trial count: ``?``; the ETA is the
+    budget's rest at the pace seen: 200 - 120 steps spent = 80 steps at 6 steps/s."""
+    import sys
+
+    rate = StepRate()
+    rate.observe(60, now=100.0)
+    line = sweep_progress(some_trials(), total=sys.maxsize, budget=60, rate=rate, early_stopping=False, now=110.0,
+                          step_budget=200)
+    assert line == ("trials: 2/? done (1 completed, 1 stopped_by_asha), 1 running, 0 pending | 6.00 steps/s | "
+                    "budget: 120/200 steps | ETA <= 13s")
+
+
 @pytest.fixture()
 def local_ray():
     """Ray's session folder (what its ``Result logdir`` line names) exists only in a started Ray."""

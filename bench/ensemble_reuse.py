@@ -25,7 +25,7 @@ def trial_signature(summary: dict) -> list[tuple]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--space", default=str(REPO / "search_spaces" / "ensemble.yaml"))
     p.add_argument("--max-steps", type=int, default=200, help="steps per member (run.train.steps)")
     p.add_argument("--grace-period", type=int, default=300, help="ASHA's first rung (inside member 1 by default)")

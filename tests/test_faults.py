@@ -144,7 +144,10 @@ def test_mlflow_has_one_closed_run_per_trial(killed_and_resumed):
         assert run.data.tags.get("final_state") in {"completed", "stopped_by_asha"}, run.data.tags
         history = MlflowClient(uri).get_metric_history(run.info.run_id, "intra_fid")
         logged = sorted(m.step for m in history)
-        assert logged == sorted(steps_of(reported[run.data.tags["trial_id"]])), (run.data.tags["trial_id"], logged)
+        # a trial restarted from a checkpoint Ray had not recorded reports that step again (trainables/trial.py);
+        # MLflow keeps one value per step
+        assert logged == sorted(set(steps_of(reported[run.data.tags["trial_id"]]))), (run.data.tags["trial_id"],
+                                                                                      logged)
 
 
 def test_optuna_study_has_no_duplicates(killed_and_resumed):

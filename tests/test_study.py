@@ -18,7 +18,7 @@ from trainables.study_report import TABLE_METRICS, expected_best
 
 pytestmark = pytest.mark.slow
 
-BUDGET = 100  # steps per method's search: two trials of 40 and a third stopped by the budget
+BUDGET = 60  # steps per method's search: two trials of 40 at once, ended by the budget or at their end
 
 
 def tiny_space(folder, name: str, method: dict, space: dict):

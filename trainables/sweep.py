@@ -224,11 +224,8 @@ def run_confirmation(space: Space, args: argparse.Namespace, folder: SweepFolder
             tune_config=tune.TuneConfig(scheduler=DurableFIFO(), num_samples=1, reuse_actors=True,
                                         max_concurrent_trials=space.resources.max_concurrent,
                                         trial_dirname_creator=trial_dirname),
-            run_config=tune.RunConfig(
-                name=name, storage_path=context["storage"], callbacks=[callback, ReportLines(metric)], verbose=1,
-                progress_reporter=status_reporter(metric, [], sweep_dir, space.max_budget),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                failure_config=tune.FailureConfig(max_failures=TRIAL_RESTARTS)))
+            run_config=stage_run_config(name, context["storage"], [callback, ReportLines(metric)],
+                                        status_reporter(metric, [], sweep_dir, space.max_budget)))
     grid, sync = fit_and_record(tuner, callback, signals, context["tracking_uri"], confirm_map, metric)
     if signals.received:
         return None, sync
@@ -345,14 +342,20 @@ def build_tuner(space: Space, trainable, sweep_dir: Path, storage: str, callback
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s.ray_num_samples,
                                     max_concurrent_trials=space.resources.max_concurrent, reuse_actors=True,
                                     trial_dirname_creator=trial_dirname),
-        run_config=tune.RunConfig(
-            name=sweep_dir.name, storage_path=storage, callbacks=callbacks, verbose=1,
-            stop=budget and BudgetStopper(BudgetLedger(sweep_dir / BUDGET_STATE, s.budget)),
-            progress_reporter=status_reporter(s.metric, [d.key for d in space.params], sweep_dir, space.max_budget,
-                                              early_stopping=s.scheduler == "asha", step_budget=s.budget.steps),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            failure_config=tune.FailureConfig(max_failures=TRIAL_RESTARTS)),
+        run_config=stage_run_config(
+            sweep_dir.name, storage, callbacks,
+            status_reporter(s.metric, [d.key for d in space.params], sweep_dir, space.max_budget,
+                            early_stopping=s.scheduler == "asha", step_budget=s.budget.steps),
+            stop=budget and BudgetStopper(BudgetLedger(sweep_dir / BUDGET_STATE, s.budget))),
     )
+
+
+def stage_run_config(name: str, storage: str, callbacks: list, reporter, stop=None) -> tune.RunConfig:
+    """Ray's run settings of a sweep stage (the search, the confirmation): the last 2 checkpoints per trial and
+    TRIAL_RESTARTS restarts of a trial whose process dies."""
+    return tune.RunConfig(name=name, storage_path=storage, callbacks=callbacks, verbose=1, stop=stop,
+                          progress_reporter=reporter, checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                          failure_config=tune.FailureConfig(max_failures=TRIAL_RESTARTS))
 
 
 def resolve_gpus(value) -> float:

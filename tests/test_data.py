@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -137,6 +138,22 @@ def test_digits_deterministic_and_seeded(digits_data, digits_cfg):
     assert content_hash(reseeded.spec) != content_hash(digits_data.spec)
 
 
+@pytest.mark.parametrize("overrides", [{}, {"eval_per_class": 90}, {"imbalance": {"profile": "step", "ratio": 10}},
+                                       {"imbalance": {"profile": "lognormal"}}])
+def test_no_evaluation_image_is_seen_by_g_or_the_annotator(overrides):
+    """The real reference set is the eval split only: none of its images (compared by pixels) is in G's training
+    split or in the annotator's training set (train + pool), whatever the profile or split size
+    (docs/metrics.md#the-real-reference-set)."""
+    from imbgan_core.classifier import pixel_keys, training_set
+
+    data = load_dataset(dataset_cfg(**overrides))
+    reference = set(pixel_keys(data.eval.images).tolist())
+    assert len(reference) == len(data.eval)
+    assert not reference & set(pixel_keys(data.train.images).tolist())
+    assert not reference & set(pixel_keys(training_set(data, "annotator").images).tolist())
+    assert len(training_set(data, "annotator")) + len(data.eval) == 1797  # the annotator sees every other image
+
+
 def test_digits_resolution_and_channels():
     small = load_dataset(dataset_cfg(resolution=8, channels=1, imbalance={"profile": "none"}))
     big = load_dataset(dataset_cfg(resolution=32, channels=3, imbalance={"profile": "none"}))
@@ -233,12 +250,12 @@ def test_cifar_missing_files_names_folder_and_download(tmp_path):
 def test_cifar_pickle_cannot_run_code(tmp_path):
     folder = write_cifar10(tmp_path)
 
-    class Evil:
+    class Evil:  # os.system, not print: once Ray is imported in this process, builtins.print is Ray's safe_print
         def __reduce__(self):
-            return (print, ("pwned",))
+            return (os.system, ("echo pwned",))
 
     (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": Evil()}))
-    with pytest.raises(ValueError, match="refusing to load builtins.print"):
+    with pytest.raises(ValueError, match=r"refusing to load (posix|nt)\.system"):
         load_dataset(dataset_cfg(source="cifar10", root=str(tmp_path), resolution=32))
 
 

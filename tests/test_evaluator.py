@@ -9,7 +9,7 @@ import torch
 from imbgan_core.config import CASConfig, EvalConfig
 from imbgan_core.data.types import ImageDataset, LongTailData
 from imbgan_core.metrics.catalog import METRICS
-from imbgan_core.metrics.evaluator import EvalResult, Evaluator
+from imbgan_core.metrics.evaluator import EvalResult, Evaluator, real_reference
 from imbgan_core.metrics.report import plot_fid_vs_class_size, write_per_class_csv
 from imbgan_core.viz import to_uint8
 
@@ -102,6 +102,8 @@ def test_result_keys_vectors_and_sample_counts(results, halves):
     meta = result.meta
     assert meta["feature_space"] == "annotator" and meta["samples_per_class"] == PER_CLASS
     assert meta["generated_total"] == 10 * PER_CLASS and meta["real_per_class"] == data.eval.counts()
+    counts = data.eval.counts()
+    assert meta["real_reference"] == f"eval split, {min(counts)}-{max(counts)}/class ({sum(counts)})"
     assert meta["kid_estimate"] == "full sample"  # 40 per class < the 1000-sample subsets
     assert set(meta["timings"]) == {"generate_s", "features_s", "metrics_s", "total_s"}
 
@@ -177,3 +179,7 @@ def test_per_class_csv_and_fid_plot(results, halves, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     with pytest.raises(ValueError, match="intra_fid"):
         plot_fid_vs_class_size(EvalResult(), data, tmp_path / "none.png")
+
+
+def test_real_reference_names_an_uneven_split_by_its_range():
+    assert real_reference([30, 28, 30]) == "eval split, 28-30/class (88)"

@@ -98,6 +98,7 @@ def test_the_report_numbers_are_the_sweeps_numbers(study):
             assert int(row[f"{metric}_n"]) == 2 and stats["mean"] == pytest.approx(statistics.mean(stats["values"]))
         assert int(row["search_steps"]) == summary["total_steps_trained"]
         assert f"{winner['metrics']['intra_fid']['mean']:.4g} ± " in report
+    assert "Real reference: eval split, 30/class (300), held out from G and the annotator" in report
     for picture in ("expected_best.png", "per_class_fid.png", "samples.png"):
         assert (study["dir"] / "report" / picture).stat().st_size > 5000
 
@@ -114,6 +115,8 @@ def test_the_sweeps_nest_under_the_study_run(study):
     from mlflow.tracking import MlflowClient
     files = {a.path for a in MlflowClient(study["uri"]).list_artifacts(study_run.info.run_id, "report")}
     assert {"report/report.md", "report/table.csv", "report/expected_best.png"} <= files
+    trial_runs = [r for r in runs if r.data.tags.get("stage") in ("search", "confirm")]
+    assert trial_runs and {r.data.tags.get("real_reference") for r in trial_runs} == {"eval split, 30/class (300)"}
 
 
 def test_spaces_that_evaluate_differently_are_refused(workdir, spaces, tmp_path):

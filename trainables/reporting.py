@@ -20,8 +20,9 @@ FID_PLOT = "fid_vs_class_size.png"
 # Facts about where a trial ran (every report carries them): tags in MLflow, not metrics.
 FACTS = ("device", "gpu_share", "torch_threads", "started_at", "node_id")
 # Facts about how it was evaluated (every report carries them, from the evaluator's meta): annotator FID is not
-# Inception FID, and per-class metrics of an unconditional G group images by the annotator's labels.
-EVAL_FACTS = ("feature_space", "class_labels")
+# Inception FID, per-class metrics of an unconditional G group images by the annotator's labels, and scores are
+# comparable only against the same real reference set.
+EVAL_FACTS = ("feature_space", "class_labels", "real_reference")
 DIVERGED_REASON = "diverged_reason"  # a diverged trial's report says which loss became non-finite at which step
 TAGS = (*FACTS, *EVAL_FACTS, DIVERGED_REASON)  # report keys recorded as MLflow tags
 

@@ -63,6 +63,15 @@ def sweep_flags(args: argparse.Namespace) -> list[str]:
     return flags
 
 
+def study_reference(space) -> str:
+    """The real reference set every method is scored against (the spaces agree on dataset.*), in words."""
+    from imbgan_core.data import describe
+    from imbgan_core.metrics.evaluator import real_reference
+    from trainables.spaces import build_run_config
+
+    return real_reference(describe(build_run_config(space.run, {}).dataset)["eval_counts"])
+
+
 def check_spaces(args: argparse.Namespace) -> list:
     """Load every space as its sweep will (same flags); they must have distinct names and share dataset and eval."""
     from trainables.confirm import parse_confirm
@@ -214,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         state["sessions"].append({"wall_seconds": round(time.time() - started, 1)})
         save_state(folder, state)
     sweeps = [(s.name, folder / "sweeps" / s.name) for s in spaces]
-    report = write_report({**state["settings"], "feature_space": spaces[0].run["eval"]["features"]}, sweeps,
-                          folder / "report")
+    report = write_report({**state["settings"], "feature_space": spaces[0].run["eval"]["features"],
+                           "real_reference": study_reference(spaces[0])}, sweeps, folder / "report")
     record_study(tracking_uri, run_id, report)
     print((folder / "report" / "report.md").read_text(encoding="utf-8"))
     wall = sum(s["wall_seconds"] for s in state["sessions"])

@@ -180,6 +180,10 @@ def write_report(study: dict, sweeps: list[tuple[str, Path]], folder: Path) -> d
              f" confirmation (K:S[:R]) {study['confirm']}. Each cell: the confirmed winner's mean ± 95 % Student-t "
              f"half-width over S fresh training seeds (n = seeds). Features: {study.get('feature_space', 'see sweeps')}"
              ".", "",
+             f"Real reference: {study.get('real_reference', 'see the sweeps')}, held out from G and the annotator and "
+             "shared by every method. The intervals cover training seeds and latent draws, not the choice of real "
+             "set: against another real set of the same size every score shifts, mostly together "
+             "(docs/metrics.md#the-real-reference-set).", "",
              "| method | " + " | ".join(TABLE_METRICS) + " | search steps | confirmation steps | winner |",
              "|---" * (len(TABLE_METRICS) + 4) + "|"]
     for r in rows:

@@ -219,6 +219,7 @@ class Evaluator:
             "generated_total": int(labels.numel()),
             "real_per_class": list(self.real_counts),
             "real_total": int(sum(self.real_counts)),
+            "real_reference": real_reference(self.real_counts),
             "groups": {g: list(m) for g, m in self.data.groups.items()},
             "real_stats": "built" if self.real_stats_built else "cached",
             "real_stats_build_s": float(self.real["seconds"]),
@@ -254,6 +255,14 @@ class Evaluator:
         reads_classes = any(METRICS[g].labels == CLASS for g in self.cfg.metrics)
         return {"class_labels": sample.class_labels if reads_classes else "none",
                 "underfilled": [k for k, c in enumerate(counts) if c < self.cfg.min_class_samples]}
+
+
+def real_reference(counts: list[int]) -> str:
+    """The real reference set in words, e.g. "eval split, 30/class (300)": scores are comparable only against the
+    same set (its size moves FID; docs/metrics.md#the-real-reference-set)."""
+    low, high = min(counts), max(counts)
+    per_class = f"{low}/class" if low == high else f"{low}-{high}/class"
+    return f"eval split, {per_class} ({sum(counts)})"
 
 
 def needs_annotator(cfg: EvalConfig, conditional: bool = True) -> bool:

@@ -19,7 +19,8 @@ Three sources of noise are measured, each with the other two held fixed:
 A rung compares trials against one fixed real set, so what matters there is how much the real set moves the *gap*
 between two generators, not the scores themselves: the comparison table gives, for every pair of generators, the sd
 of their gap across real sets and across latent seeds, and how often one evaluation orders the pair as the mean over
-every real set and latent seed does. One torch thread. ``--out`` writes raw.json and eval_noise.png.
+every real set and latent seed does; the cost line gives an evaluation's time against a training period's. One
+torch thread. ``--out`` writes raw.json and eval_noise.png.
 """
 from __future__ import annotations
 
@@ -192,6 +193,8 @@ def main() -> None:
     if args.real_sets > 1:
         overrides["dataset.eval_per_class"] = per_class * args.real_sets
     raw: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = {}
+    eval_s: dict[int, list[float]] = {n: [] for n in counts}  # seconds per evaluation (real statistics cached)
+    period_s: list[float] = []  # training seconds per eval_every steps, one per generator
     for seed in range(args.train_seeds):
         cfg = build_run_config(space.run, {**overrides, "train.seed": seed})
         assets = prepare_assets(cfg, log=lambda message: None)
@@ -201,12 +204,15 @@ def main() -> None:
         run.train(cfg.train.steps)
         print(f"training seed {seed}: {cfg.train.steps} steps in {time.perf_counter() - started:.0f} s "
               f"(train split {assets.data.train.counts()})", flush=True)
+        period_s.append((time.perf_counter() - started) * cfg.train.eval_every / cfg.train.steps)
         raw[f"G{seed}"] = per_count = {}
         for n in counts:
             per_count[str(n)] = per_set = {name: {m: [] for m in metrics} for name in references}
             for name, evaluator in evaluators(run, references, n, metric_groups(metrics)).items():
                 for r in range(args.eval_seeds):
+                    clock = time.perf_counter()
                     scalars = score(run, evaluator, LATENT_SEED_BASE + r)
+                    eval_s[n].append(time.perf_counter() - clock)
                     for m in metrics:
                         per_set[name][m].append(float(scalars[m]))
             print(f"  {n} samples/class: " + ", ".join(
@@ -221,6 +227,11 @@ def main() -> None:
         print("\n".join(union_table(raw, metrics, counts, per_class, per_class * args.real_sets)))
     print()
     print("\n".join(comparison_table(raw, metrics, counts, set_names)))
+    period = statistics.mean(period_s)
+    print(f"\ncost: {cfg.train.eval_every} training steps take {period:.2f} s; one evaluation "
+          f"({', '.join(metric_groups(metrics))}) takes " + ", ".join(
+              f"{statistics.mean(eval_s[n]):.3f} ± {sd(eval_s[n]):.3f} s at {n}/class "
+              f"({statistics.mean(eval_s[n]) / period:.1%} of that)" for n in counts))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "raw.json").write_text(json.dumps({"space": args.space, "steps": cfg.train.steps,

@@ -4,6 +4,7 @@ The pretrained weights cannot be fetched here, so the tests save randomly initia
 structure under the expected file names in a temporary ``$TORCH_HOME/hub/checkpoints``.
 """
 import math
+import pickle
 
 import pytest
 import torch
@@ -15,9 +16,9 @@ from imbgan_core.config import EvalConfig
 from imbgan_core.metrics.catalog import METRICS
 from imbgan_core.data.types import ImageDataset, LongTailData
 from imbgan_core.metrics.evaluator import Evaluator
-from imbgan_core.metrics.diversity import ALEXNET_FILE, LPIPSDistance
-from imbgan_core.metrics.features import (INCEPTION_FILE, INCEPTION_REGISTRY_NAME, AnnotatorFeatures,
-                                          InceptionFeatures, MissingWeightsError, SafeInceptionV3, build_extractor,
+from imbgan_core.metrics.diversity import ALEXNET_FILE, ALEXNET_URL, LPIPSDistance
+from imbgan_core.metrics.features import (INCEPTION_FILE, INCEPTION_REGISTRY_NAME, INCEPTION_URL, AnnotatorFeatures,
+                                          InceptionFeatures, MissingWeightsError, build_extractor,
                                           extract, file_digest)
 
 
@@ -51,7 +52,24 @@ def empty_torch_home(tmp_path, monkeypatch):
 
 def test_inception_file_name_is_torch_fidelitys():
     assert INCEPTION_FILE == "weights-inception-2015-12-05-6726825d.pth"
-    assert tf_inception.URL_INCEPTION_V3.endswith("/" + INCEPTION_FILE)
+    assert tf_inception.URL_INCEPTION_V3 == INCEPTION_URL and INCEPTION_URL.endswith("/" + INCEPTION_FILE)
+
+
+def test_alexnet_url_is_torchvisions():
+    from torchvision.models import AlexNet_Weights
+
+    assert ALEXNET_URL == AlexNet_Weights.IMAGENET1K_V1.url and ALEXNET_URL.endswith("/" + ALEXNET_FILE)
+
+
+def test_metric_modules_import_without_torch_fidelity_lpips_or_torchvision():
+    """They are imported by every Ray worker and every CLI call; the heavy libraries load only when used."""
+    import subprocess
+    import sys
+
+    code = ("import sys, imbgan_core.metrics.evaluator, imbgan_core.training, trainables.tune, trainables.gan; "
+            "print(sorted(m for m in ('torch_fidelity', 'lpips', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_inception_without_weights_fails_with_instructions(empty_torch_home):
@@ -67,8 +85,11 @@ def test_inception_without_weights_fails_with_instructions(empty_torch_home):
 
 def test_inception_features_from_the_hub_cache(torch_home, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
-    assert FEATURE_EXTRACTORS_REGISTRY[INCEPTION_REGISTRY_NAME] is SafeInceptionV3
     extractor = build_extractor("inception")
+    from imbgan_core.metrics.inception import SafeInceptionV3  # imported by the extractor, registered on import
+
+    assert FEATURE_EXTRACTORS_REGISTRY[INCEPTION_REGISTRY_NAME] is SafeInceptionV3
+    assert type(extractor.net) is SafeInceptionV3
     weights = torch_home / "hub" / "checkpoints" / INCEPTION_FILE
     assert extractor.name == "inception" and extractor.cache_key == file_digest(weights)
     assert torch.equal(extractor.net.fc.weight, torch.load(weights, weights_only=True)["fc.weight"])
@@ -82,6 +103,9 @@ def test_inception_features_from_the_hub_cache(torch_home, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(torch_home / "elsewhere"))
     explicit = build_extractor("inception", weights_path=str(weights))
     assert torch.allclose(extract(explicit, grey)[0], features)
+    # a prepared evaluator holding it travels to Ray trials pickled: the class must pickle by reference
+    shipped = pickle.loads(pickle.dumps(explicit))
+    assert type(shipped.net) is SafeInceptionV3 and torch.equal(extract(shipped, grey)[0], extract(explicit, grey)[0])
 
 
 def test_annotator_features(annotator, digits_data):

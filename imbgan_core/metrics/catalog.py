@@ -12,7 +12,6 @@ import math
 from typing import TYPE_CHECKING
 
 import torch
-from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
 
 from imbgan_core.metrics.distribution import class_accuracy, class_kl
 from imbgan_core.metrics.diversity import DIVERSITY_MAX_SAMPLES, LPIPS_MAX_PAIRS, feature_diversity, lpips_diversity
@@ -102,6 +101,8 @@ def intra_kid(ev: Evaluator, s: Generated, generate):
                   summary="Inception Score from the feature space's classifier head, 10 splits (std in meta)")
 def inception_score(ev: Evaluator, s: Generated, generate):
     """IS from the extractor's classifier head (annotator logits, or InceptionV3's unbiased logits), 10 splits."""
+    from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
+
     out = isc_features_to_metric(s.logits, splits=IS_SPLITS, shuffle=True, rng_seed=SEED)
     return {"is": out[KEY_METRIC_ISC_MEAN]}, {}, {"is_std": out[KEY_METRIC_ISC_STD], "is_splits": IS_SPLITS}
 

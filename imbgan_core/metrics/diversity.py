@@ -18,10 +18,8 @@ from __future__ import annotations
 import math
 import warnings
 
-import lpips
 import torch
 import torch.nn.functional as F
-from torchvision.models import AlexNet_Weights, alexnet
 
 from imbgan_core.metrics.features import hub_checkpoint
 
@@ -29,7 +27,8 @@ LPIPS_MIN_SIZE = 64
 LPIPS_MAX_PAIRS = 1000
 LPIPS_BATCH = 256
 DIVERSITY_MAX_SAMPLES = 2000
-ALEXNET_URL = AlexNet_Weights.IMAGENET1K_V1.url
+# torchvision's AlexNet_Weights.IMAGENET1K_V1.url (tests/test_features.py keeps the two equal)
+ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 ALEXNET_FILE = ALEXNET_URL.rsplit("/", 1)[-1]  # alexnet-owt-7be5be79.pth
 
 
@@ -54,6 +53,8 @@ def feature_diversity(features: torch.Tensor, labels: torch.Tensor, num_classes:
 def alexnet_weights() -> torch.nn.Module:
     """torchvision AlexNet with ImageNet weights from the hub cache, loaded as plain tensors."""
     path = hub_checkpoint(ALEXNET_FILE, ALEXNET_URL, "AlexNet (LPIPS backbone)")
+    from torchvision.models import alexnet  # imported here: torchvision's model zoo costs ~1.7 s to import
+
     net = alexnet()
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return net
@@ -64,6 +65,8 @@ class LPIPSDistance:
 
     def __init__(self, device="cpu"):
         trunk = alexnet_weights()  # checked before building anything else
+        import lpips
+
         with warnings.catch_warnings():  # lpips calls torchvision's deprecated alexnet(pretrained=False): harmless
             warnings.simplefilter("ignore", UserWarning)
             model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)  # random trunk: no download

@@ -4,7 +4,8 @@
   offline and is the default for the embedded data. Its FID is a *domain* FID, not comparable to Inception FID
   (docs/reference.md#domain-fid); results carry ``meta["feature_space"]`` so the two are never mixed up.
 - ``inception``: torch-fidelity's InceptionV3 with the FID weights (2048-d pool features, unbiased logits for IS),
-  registered in torch-fidelity's extractor registry as ``imbgan-inception-v3``. The weights come from
+  registered in torch-fidelity's extractor registry as ``imbgan-inception-v3`` by ``metrics.inception``, imported on
+  first use. The weights come from
   ``$TORCH_HOME/hub/checkpoints`` or ``eval.weights_path``; nothing is ever downloaded: a missing file is a
   ``MissingWeightsError`` naming the file, the folder searched and where to get it. It resizes every image to 299 px
   itself with one fixed filter (TF1-compatible bilinear); grey images are repeated to 3 channels.
@@ -14,15 +15,16 @@ Both take uint8 images: generated images are quantised exactly like real ones fi
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 
 import torch
-from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
-from torch_fidelity.utils import create_feature_extractor
 
-INCEPTION_FILE = URL_INCEPTION_V3.rsplit("/", 1)[-1]  # weights-inception-2015-12-05-6726825d.pth
+# torch-fidelity's URL_INCEPTION_V3 (tests/test_features.py keeps the two equal). torch-fidelity itself is imported
+# only when an Inception extractor is built: it loads torchvision's model zoo (~1.7 s), which every Ray worker and
+# every refused CLI call would otherwise pay.
+INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+                 "weights-inception-2015-12-05-6726825d.pth")
+INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[-1]  # weights-inception-2015-12-05-6726825d.pth
 INCEPTION_REGISTRY_NAME = "imbgan-inception-v3"
 INCEPTION_OUTPUTS = ["2048", "logits_unbiased"]  # torch-fidelity's layers for FID/KID/PRC and for IS
 FEATURE_SPACES = ("annotator", "inception")
@@ -58,7 +60,7 @@ def hub_checkpoint(filename: str, url: str, what: str, override: str | None = No
 
 def inception_weights(weights_path: str | None = None) -> Path:
     """The InceptionV3 FID weight file (``eval.weights_path`` or the hub cache)."""
-    return hub_checkpoint(INCEPTION_FILE, URL_INCEPTION_V3, "InceptionV3 (FID)", weights_path, "eval.weights_path")
+    return hub_checkpoint(INCEPTION_FILE, INCEPTION_URL, "InceptionV3 (FID)", weights_path, "eval.weights_path")
 
 
 def file_digest(path: Path) -> str:
@@ -70,29 +72,8 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-class SafeInceptionV3(FeatureExtractorInceptionV3):
-    """torch-fidelity's InceptionV3 loading its weights with ``weights_only=True`` and never from the internet.
-
-    torch-fidelity itself would download when no path is given and unpickle the file with ``weights_only=False``;
-    here the file is resolved first (clear error when missing), read as plain tensors, and only those tensors,
-    re-serialised in memory, reach the parent constructor.
-    """
-
-    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
-        path = inception_weights(feature_extractor_weights_path)
-        state = load_inception_state(path)
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        buffer.seek(0)
-        try:
-            super().__init__(name, features_list, feature_extractor_weights_path=buffer, **kwargs)
-        except (RuntimeError, KeyError, ValueError) as exc:  # load_state_dict: missing / unexpected / mis-shaped
-            raise BadWeightsError(f"{path}: {INCEPTION_EXPECTED}; torch-fidelity's InceptionV3 refused it "
-                                  f"({_first_line(exc)})") from None
-
-
 INCEPTION_EXPECTED = (f"expected torch-fidelity's InceptionV3 FID weights ({INCEPTION_FILE}, a state dict of "
-                      f"tensors, {URL_INCEPTION_V3})")
+                      f"tensors, {INCEPTION_URL})")
 
 
 def load_inception_state(path: Path) -> dict:
@@ -112,10 +93,6 @@ def load_inception_state(path: Path) -> dict:
 def _first_line(exc: BaseException, limit: int = 200) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-if INCEPTION_REGISTRY_NAME not in FEATURE_EXTRACTORS_REGISTRY:
-    register_feature_extractor(INCEPTION_REGISTRY_NAME, SafeInceptionV3)
 
 
 class AnnotatorFeatures:
@@ -148,6 +125,10 @@ class InceptionFeatures:
     def __init__(self, weights_path: str | None = None, device="cpu"):
         path = inception_weights(weights_path)
         self.cache_key = file_digest(path)
+        from torch_fidelity.utils import create_feature_extractor
+
+        import imbgan_core.metrics.inception  # noqa: F401  registers SafeInceptionV3 under INCEPTION_REGISTRY_NAME
+
         self.net = create_feature_extractor(INCEPTION_REGISTRY_NAME, INCEPTION_OUTPUTS, cuda=False, verbose=False,
                                             feature_extractor_weights_path=str(path)).to(device)
         self.device = device

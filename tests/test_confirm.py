@@ -13,7 +13,8 @@ from scipy.stats import t as student_t
 
 from helpers_sweep import cli_args, mlflow_runs, private_workdir, read_json, run_cli, split_runs, write_space
 from trainables import reporting
-from trainables.confirm import (CONFIRM_SEED_OFFSET, ConfirmError, bootstrap_interval, parse_confirm, t_interval)
+from trainables.confirm import (CONFIRM_SEED_OFFSET, ConfirmError, bootstrap_interval, mean_ci_text, parse_confirm,
+                                t_interval)
 
 
 def coverage(interval, n: int, repetitions: int, seed: int) -> float:
@@ -46,6 +47,15 @@ def test_the_bootstrap_would_undercover_at_few_seeds():
 def test_t_interval_values():
     mean, half = t_interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(student_t.ppf(0.975, 2) * 1.0 / math.sqrt(3))
+
+
+@pytest.mark.parametrize("mean, half, text", [
+    (5.732, 1.98, "5.7 ± 2.0"), (0.02656, 0.055, "0.027 ± 0.055"), (9.343, 0.78, "9.34 ± 0.78"),
+    (15.02, 0.7, "15.02 ± 0.70"), (123.4, 12.3, "123 ± 12"), (1.2345, 0.0996, "1.23 ± 0.10"),
+    (-0.5, 0.0999, "-0.50 ± 0.10"),
+])
+def test_a_mean_is_printed_to_the_precision_of_its_interval(mean, half, text):
+    assert mean_ci_text(mean, half) == text
 
 
 @pytest.mark.parametrize("text, plan", [("3:5", (3, 5, 5)), ("1:2:8", (1, 2, 8))])
@@ -114,7 +124,8 @@ def test_best_yaml_is_the_confirmed_winner(confirmed):
     text = (confirmed["dir"] / "best.yaml").read_text()
     header = [line for line in text.splitlines() if line.startswith("#")]
     assert "Confirmed winner" in header[0] and str(winner["seeds"]) in header[0]
-    assert f"{winner['metrics']['intra_fid']['mean']:.4g} ± " in header[1]
+    stats = winner["metrics"]["intra_fid"]
+    assert f"intra_fid = {mean_ci_text(stats['mean'], stats['ci95'])} (mean ± 95 % Student-t" in header[1]
     assert yaml.safe_load(text)["train"]["seed"] in winner["seeds"]
     rows = (confirmed["dir"] / "confirmation.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[1].startswith(f"1,{winner['origin_trial']},")

@@ -14,6 +14,7 @@ import yaml
 
 from helpers_sweep import (TINY_RUN, kill_tree, mlflow_runs, private_workdir, read_json, run_cli, start, tail,
                            wait_until)
+from trainables.confirm import mean_ci_text
 from trainables.study_report import TABLE_METRICS, expected_best
 
 pytestmark = pytest.mark.slow
@@ -97,7 +98,8 @@ def test_the_report_numbers_are_the_sweeps_numbers(study):
             assert float(row[f"{metric}_ci95"]) == pytest.approx(stats["ci95"])
             assert int(row[f"{metric}_n"]) == 2 and stats["mean"] == pytest.approx(statistics.mean(stats["values"]))
         assert int(row["search_steps"]) == summary["total_steps_trained"]
-        assert f"{winner['metrics']['intra_fid']['mean']:.4g} ± " in report
+        cell = winner["metrics"]["intra_fid"]
+        assert f"| {mean_ci_text(cell['mean'], cell['ci95'])} (n=2) |" in report
     assert "Real reference: eval split, 30/class (300), held out from G and the annotator" in report
     for picture in ("expected_best.png", "per_class_fid.png", "samples.png"):
         assert (study["dir"] / "report" / picture).stat().st_size > 5000

@@ -75,6 +75,16 @@ def t_interval(values: list[float], level: float = LEVEL) -> tuple[float, float]
     return mean, float(t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
 
 
+def mean_ci_text(mean: float, half: float) -> str:
+    """``mean ± half`` as papers print it: the half-width to 2 significant figures, the mean to the same decimal."""
+    if not (math.isfinite(mean) and math.isfinite(half)) or half <= 0:
+        return f"{mean:.4g} ± {half:.2g}"
+    decimals = max(0, 1 - math.floor(math.log10(half)))
+    if round(half, decimals) >= 10 ** (2 - decimals):  # 9.96 rounds up to 10.0: one digit fewer
+        decimals = max(0, decimals - 1)
+    return f"{mean:.{decimals}f} ± {half:.{decimals}f}"
+
+
 def bootstrap_interval(values: list[float], level: float = LEVEL, resamples: int = 2000, seed: int = 0):
     """(low, high) percentile-bootstrap interval for the mean: kept to show why it is not used (module docstring)."""
     import random
@@ -186,7 +196,7 @@ def format_confirmation(confirmation: dict) -> str:
              f"{confirmation['seeds']} ({confirmation['interval']})"]
     for rank, c in enumerate(confirmation["configs"], 1):
         m = c["metrics"].get(metric)
-        text = f"{m['mean']:.4g} ± {m['ci95']:.2g} (n={m['n']}, sd {m['sd']:.3g})" if m else "-"
+        text = f"{mean_ci_text(m['mean'], m['ci95'])} (n={m['n']}, sd {m['sd']:.3g})" if m else "-"
         lines.append(f"  {rank}. trial {c['origin_trial']} (sweep {metric} {c['sweep_value']:.4g}): {metric} "
                      f"{text}; {json.dumps(c['config'], sort_keys=True, default=str)}")
     noise = confirmation.get("evaluation_noise", {}).get(metric)

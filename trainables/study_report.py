@@ -19,6 +19,7 @@ import random
 from pathlib import Path
 
 from trainables import reporting
+from trainables.confirm import mean_ci_text
 
 TABLE_METRICS = ("fid", "intra_fid", "fid_few", "class_kl", "kid", "recall", "coverage")
 BOOTSTRAP = 500
@@ -71,7 +72,7 @@ def expected_best_curve(values: list[float], mode: str, max_trials: int, seed: i
 
 
 def cell_text(cell: dict | None) -> str:
-    return "–" if cell is None else f"{cell['mean']:.4g} ± {cell['ci95']:.2g} (n={cell['n']})"
+    return "–" if cell is None else f"{mean_ci_text(cell['mean'], cell['ci95'])} (n={cell['n']})"
 
 
 def write_table_csv(rows: list[dict], path: Path, metrics=TABLE_METRICS) -> Path:

@@ -20,6 +20,7 @@ import yaml
 from imbgan_core.files import atomic_write_text
 from imbgan_core.metrics.catalog import METRICS
 from trainables import reporting
+from trainables.confirm import mean_ci_text
 from trainables.spaces import Space, searched, trial_run_config
 
 
@@ -115,7 +116,7 @@ def _confirmed_best(confirmation: dict, space: Space, sweep_dir: Path) -> dict:
     stats = winner["metrics"][metric]
     header = (f"# Confirmed winner of sweep {space.name}: the configuration of trial {winner['origin_trial']}, "
               f"retrained with {stats['n']} fresh seeds {winner['seeds']}.\n"
-              f"# {metric} = {stats['mean']:.4g} ± {stats['ci95']:.3g} (mean ± 95 % Student-t half-width, n = "
+              f"# {metric} = {mean_ci_text(stats['mean'], stats['ci95'])} (mean ± 95 % Student-t half-width, n = "
               f"{stats['n']}; sd {stats['sd']:.3g}); the sweep's single-seed value was {winner['sweep_value']:.4g}.\n"
               f"# This file is the seed-{first['run_config']['train']['seed']} run "
               f"({first['trial_id']}): python -m imbgan_core.train --config best.yaml --out DIR\n")

@@ -18,9 +18,15 @@ Roles (our decisions, deliberate):
   evaluation split stays unseen and its accuracy is an honest held-out number. The union does not depend on the
   imbalance profile, so the annotator key omits it: one annotator per dataset serves every ratio and seed, keeping
   metrics comparable across imbalance settings. It never sees a generated image.
+
+Both train on ``classifier.threads`` CPU threads (default 1), whatever the calling process uses, and the count is
+part of the key: the backward pass's reductions depend on it, so a sweep driver on 2 threads and the train CLI on
+``train.threads: 1`` used to cache different annotator weights under one key, and results carrying the same
+``feature_weights`` were scored in different feature spaces.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
@@ -38,7 +44,8 @@ from imbgan_core.data.types import ImageDataset, LongTailData
 from imbgan_core.nets.classifier import build_classifier_net, resolve_arch
 
 ROLES = ("classifier", "annotator")
-TRAINING_VERSION = 1  # bump when the training recipe changes, so stale weights are not reused
+TRAINING_VERSION = 2  # bump when the training recipe changes, so stale weights are not reused
+# 2: trained on classifier.threads threads (1 left weights built under the caller's thread count)
 TRANSLATE_RATIO = 1 / 8  # light augmentation: random shift within +-1/8 of the size (as DiffAugment's translation)
 IMBALANCE_KEYS = ("imbalance", "train_counts")  # spec entries the annotator's data does not depend on
 
@@ -109,6 +116,7 @@ def classifier_key(data: LongTailData, cfg: ClassifierConfig, role: str) -> dict
         "lr": cfg.lr,
         "entropy_bonus": cfg.entropy_bonus if role == "classifier" else 0.0,
         "seed": cfg.seed,
+        "threads": cfg.threads,
     }
 
 
@@ -177,7 +185,7 @@ def train_classifier(data: LongTailData, cfg: ClassifierConfig, role: str, arch:
     log(f"[{role}] training {arch} on {len(dataset)} images ({'class-balanced sampling' if balanced else 'uniform'}"
         f", entropy bonus {bonus}) for {cfg.epochs} epochs")
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch_threads(cfg.threads):
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         net = build_classifier_net(arch, data.num_classes, channels, resolution).to(device)
@@ -207,6 +215,17 @@ def train_classifier(data: LongTailData, cfg: ClassifierConfig, role: str, arch:
     groups = ", ".join(f"{g} {a:.3f}" for g, a in report["groups"].items())
     log(f"[{role}] eval accuracy {report['overall']:.4f} ({groups}) in {report['seconds']} s")
     return net.cpu(), report
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block on ``n`` torch CPU threads, then give the caller its own count back."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def entropy_bonus_loss(logits: torch.Tensor, labels: torch.Tensor, bonus: float) -> torch.Tensor:

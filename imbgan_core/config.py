@@ -282,6 +282,8 @@ class ClassifierConfig:
     lr: float = _f(1e-3, gt=0.0)
     entropy_bonus: float = _f(0.0, min=0.0, help="Softlabel-GAN: CE - w * entropy, w = 0.3 in the paper")
     seed: int = _f(0, min=0, max=SEED_MAX)
+    threads: int = _f(1, min=1, help="CPU threads C and the annotator train on (part of their cache key: the weights "
+                                     "depend on it, the caller's thread count does not matter)")
 
 
 @dataclass

@@ -95,7 +95,7 @@ def test_changed_spec_is_a_miss_for_c_not_for_the_annotator(digits_data, digits_
         assert torch.equal(same.images, reference.images) and torch.equal(same.labels, reference.labels)
     bigger = dataclasses.replace(digits_cfg.dataset, resolution=32)
     assert classifier_key(load_dataset(bigger), cfg, "annotator") != classifier_key(digits_data, cfg, "annotator")
-    for change in ({"seed": 1}, {"epochs": 9}, {"lr": 1e-2}, {"arch": "resnet32"}):
+    for change in ({"seed": 1}, {"epochs": 9}, {"lr": 1e-2}, {"arch": "resnet32"}, {"threads": 2}):
         changed = dataclasses.replace(cfg, **change)
         assert classifier_key(digits_data, changed, "classifier") != classifier_key(digits_data, cfg, "classifier")
     with_bonus = dataclasses.replace(cfg, entropy_bonus=0.3)
@@ -124,6 +124,24 @@ def test_training_is_deterministic_and_leaves_global_rng_alone(digits8):
     for a, b in zip(net_a.state_dict().values(), net_b.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert report_a["per_class"] == report_b["per_class"]
+
+
+def test_weights_do_not_depend_on_the_callers_thread_count(digits_data):
+    """The annotator is every FID's feature space and is cached by its key: a sweep driver (2 threads) and the train
+    CLI (train.threads 1) must build the same weights, or two results under one ``feature_weights`` key were scored
+    in different feature spaces. Training runs on ``classifier.threads`` whatever the caller set."""
+    cfg = ClassifierConfig(epochs=1, batch_size=64)
+    previous = torch.get_num_threads()
+    nets = []
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            nets.append(train_classifier(digits_data, cfg, "annotator", "cnn", log=lambda m: None)[0])
+            assert torch.get_num_threads() == threads  # the caller's setting is restored
+    finally:
+        torch.set_num_threads(previous)
+    for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_entropy_bonus_loss_formula():

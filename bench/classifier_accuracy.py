@@ -12,8 +12,6 @@ import argparse
 import dataclasses
 import tempfile
 
-import torch
-
 from imbgan_core.classifier import ROLES, get_classifier
 from imbgan_core.config import RunConfig
 from imbgan_core.data import load_dataset
@@ -26,13 +24,12 @@ def main() -> None:
     p.add_argument("--resolution", type=int, default=16, choices=(8, 16, 32))
     p.add_argument("--epochs", type=int, nargs="+", default=[defaults.classifier.epochs])
     p.add_argument("--seeds", type=int, nargs="+", default=[defaults.classifier.seed])
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--threads", type=int, default=defaults.classifier.threads, help="classifier.threads")
     p.add_argument("--entropy-bonus", type=float, default=defaults.classifier.entropy_bonus)
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
 
     cfg = RunConfig.from_dict({"dataset": {"resolution": args.resolution, "imbalance": {"ratio": args.ratio}},
-                               "classifier": {"entropy_bonus": args.entropy_bonus}})
+                               "classifier": {"entropy_bonus": args.entropy_bonus, "threads": args.threads}})
     data = load_dataset(cfg.dataset)
     print(f"digits-LT rho={args.ratio:g} {args.resolution}x{args.resolution}: train {data.train.counts()}, "
           f"eval {len(data.eval)} images, {args.threads} thread(s)")
